@@ -1,0 +1,47 @@
+"""The `hubbleclip` command line. Each stage registers its commands from flows/commands/.
+
+Every command exits non-zero with a one-line reason on any error; set HUBBLECLIP_DEBUG=1 for
+the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from flows.commands import archive, dataset, evaluate, ingest, pipeline, summarize, train
+from schemas.errors import HubbleClipError
+
+app = typer.Typer(
+    name="hubbleclip",
+    help="HubbleCLIP: the Hubble archive as a vision-language dataset and a fine-tuned CLIP model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+for _module in (archive, ingest, summarize, dataset, train, evaluate, pipeline):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="hubbleclip")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("hubbleclip: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:  # noqa: BLE001 - the CLI's contract is one line, whatever failed
+        if os.environ.get("HUBBLECLIP_DEBUG"):
+            raise
+        kind = "error" if isinstance(err, HubbleClipError) else f"error ({type(err).__name__})"
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"hubbleclip: {kind}: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Settings shared by every command: environment (HUBBLECLIP_*), then CLI options override."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REAL_MAST_URL = "https://mast.stsci.edu"
+REAL_STSCI_URL = "https://www.stsci.edu"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUBBLECLIP_", extra="ignore")
+
+    data: str = Field(default="./data", description="data root: a local path or any fsspec URL (s3://...)")
+    mast_url: str = Field(default=REAL_MAST_URL, description="MAST server astroquery talks to")
+    stsci_url: str = Field(default=REAL_STSCI_URL, description="where proposal documents are fetched")
+    catalog_url: str = Field(default="", description="optional STScI proposal abstracts catalog flat file")
+    download_concurrency: int = Field(default=16, ge=1, le=256)
+    stsci_requests_per_second: float = Field(default=5.0, gt=0, le=1000)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=120.0, gt=0)
+    http_retries: int = Field(default=5, ge=0, le=20)
+    user_agent: str = "hubbleclip/0.1 (+https://github.com/hubbleclip/hubbleclip)"
+    mast_token: str = Field(default="", repr=False, description="MAST API token; never logged")
+
+    @field_validator("mast_url", "stsci_url", "catalog_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment with explicit overrides (None means 'not given')."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,260 @@
+"""Parquet tables with manifests: atomic writes, reads, appends by partition, upserts by key.
+
+Layout of one table (see docs/architecture.md):
+
+    tables/<name>/_manifest.json          the current version: the only list of visible files
+    tables/<name>/_versions/<digest>.json every version ever committed (history, rollback)
+    tables/<name>/<partition>/part-<id>.parquet
+
+A write puts each data file under a temporary name, renames it, and commits by writing the
+manifest last (atomically). A writer killed at any point leaves the previous manifest in force;
+its orphan files are not listed, so readers never see them, and `gc()` removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.errors import InputError
+from schemas.manifest import FileEntry, Manifest
+from storage.fs import atomic_write_bytes, atomic_write_text, join, open_fs, remove_stale_temporaries
+
+MANIFEST = "_manifest.json"
+VERSIONS = "_versions"
+
+
+def _parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=compression)
+    return sink.getvalue()
+
+
+def _partition_label(value: Any) -> str:
+    text = str(value)
+    if "/" in text or text.startswith(".") or not text:
+        raise InputError(f"partition value {value!r} cannot be used as a directory name")
+    return text
+
+
+class TableStore:
+    """All stage tables under one `tables/` root (local path or fsspec URL)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    # -- paths -------------------------------------------------------------------------------
+    def table_dir(self, name: str) -> str:
+        if not name or "/" in name or name.startswith((".", "_")):
+            raise InputError(f"invalid table name {name!r}")
+        return join(self.root, name)
+
+    def manifest_path(self, name: str) -> str:
+        return join(self.table_dir(name), MANIFEST)
+
+    # -- manifests ---------------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        fs, path = open_fs(self.manifest_path(name))
+        return fs.exists(path)
+
+    def manifest(self, name: str) -> Manifest | None:
+        fs, path = open_fs(self.manifest_path(name))
+        if not fs.exists(path):
+            return None
+        return Manifest.from_json(fs.cat_file(path).decode("utf-8"))
+
+    def names(self) -> list[str]:
+        fs, path = open_fs(self.root)
+        if not fs.exists(path):
+            return []
+        out = []
+        for entry in fs.ls(path, detail=False):
+            leaf = entry.rstrip("/").rsplit("/", 1)[-1]
+            if fs.exists(f"{entry.rstrip('/')}/{MANIFEST}"):
+                out.append(leaf)
+        return sorted(out)
+
+    def _commit(self, manifest: Manifest) -> Manifest:
+        text = manifest.to_json()
+        base = self.table_dir(manifest.name)
+        atomic_write_text(join(base, VERSIONS, f"{manifest.digest}.json"), text)
+        atomic_write_text(join(base, MANIFEST), text)
+        return manifest
+
+    # -- writes ------------------------------------------------------------------------------
+    def _write_file(self, name: str, table: pa.Table, partition: str) -> FileEntry:
+        data = _parquet_bytes(table)
+        digest = hashlib.sha256(data).hexdigest()
+        # Named by content: rewriting the same rows is idempotent and never clobbers other files.
+        rel = f"{partition}/part-{digest[:16]}.parquet" if partition else f"part-{digest[:16]}.parquet"
+        atomic_write_bytes(join(self.table_dir(name), rel), data)
+        return FileEntry(path=rel, rows=table.num_rows, bytes=len(data), sha256=digest, partition=partition)
+
+    def _split(self, table: pa.Table, partition_by: str | None) -> list[tuple[str, pa.Table]]:
+        if partition_by is None:
+            return [("", table)]
+        if partition_by not in table.column_names:
+            raise InputError(f"partition column {partition_by!r} not in table columns {table.column_names}")
+        parts = []
+        values = table.column(partition_by).to_pylist()
+        for value in sorted(set(values), key=str):
+            mask = pa.array([v == value for v in values])
+            parts.append((f"{partition_by}={_partition_label(value)}", table.filter(mask)))
+        return parts
+
+    def write(
+        self,
+        name: str,
+        table: pa.Table,
+        *,
+        partition_by: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        stats: Mapping[str, Any] | None = None,
+        schema_version: int = 1,
+    ) -> Manifest:
+        """Replace the table with `table` (a new version)."""
+        files = [self._write_file(name, part, label) for label, part in self._split(table, partition_by)]
+        if not files:
+            files = [self._write_file(name, table, "")]
+        manifest = Manifest(
+            name=name,
+            schema_version=schema_version,
+            arrow_schema=table.schema.remove_metadata().to_string(),
+            files=files,
+            inputs=dict(inputs or {}),
+            config=dict(config or {}),
+            stats=dict(stats or {}),
+        )
+        return self._commit(manifest)
+
+    def upsert(
+        self,
+        name: str,
+        table: pa.Table,
+        *,
+        key: str | list[str],
+        partition_by: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        stats: Mapping[str, Any] | None = None,
+        schema_version: int = 1,
+    ) -> Manifest:
+        """Merge rows into the table: a new row replaces a stored one with the same key.
+
+        Only the partitions the new rows touch are rewritten; the rest keep their files.
+        """
+        keys = [key] if isinstance(key, str) else list(key)
+        for k in keys:
+            if k not in table.column_names:
+                raise InputError(f"upsert key {k!r} not in columns {table.column_names}")
+        old = self.manifest(name)
+        if old is None:
+            return self.write(name, table, partition_by=partition_by, inputs=inputs, config=config,
+                              stats=stats, schema_version=schema_version)
+        new_parts = dict(self._split(table, partition_by))
+        kept = [f for f in old.files if f.partition not in new_parts]
+        files = list(kept)
+        for label, part in sorted(new_parts.items()):
+            previous = [f for f in old.files if f.partition == label]
+            if previous:
+                stored = pa.concat_tables([self._read_file(name, f) for f in previous], promote_options="default")
+                stored = stored.select(part.column_names) if set(part.column_names) <= set(stored.column_names) else stored
+                merged = _merge_on_key(stored, part, keys)
+            else:
+                merged = _dedupe_keep_last(part, keys)
+            files.append(self._write_file(name, merged, label))
+        manifest = Manifest(
+            name=name,
+            schema_version=schema_version,
+            arrow_schema=table.schema.remove_metadata().to_string(),
+            files=files,
+            inputs=dict(inputs if inputs is not None else old.inputs),
+            config=dict(config if config is not None else old.config),
+            stats=dict(stats if stats is not None else old.stats),
+        )
+        return self._commit(manifest)
+
+    def append(self, name: str, table: pa.Table, *, partition_by: str | None = None,
+               stats: Mapping[str, Any] | None = None) -> Manifest:
+        """Add rows as new files (no de-duplication): for logs such as the quarantine table."""
+        old = self.manifest(name)
+        files = [self._write_file(name, part, label) for label, part in self._split(table, partition_by)]
+        if old is not None:
+            known = {f.path for f in old.files}
+            files = list(old.files) + [f for f in files if f.path not in known]
+        manifest = Manifest(
+            name=name,
+            arrow_schema=(table.schema.remove_metadata().to_string()),
+            files=files,
+            inputs=dict(old.inputs) if old else {},
+            config=dict(old.config) if old else {},
+            stats=dict(stats if stats is not None else (old.stats if old else {})),
+            schema_version=old.schema_version if old else 1,
+        )
+        return self._commit(manifest)
+
+    # -- reads -------------------------------------------------------------------------------
+    def _read_file(self, name: str, entry: FileEntry, *, verify: bool = False) -> pa.Table:
+        fs, path = open_fs(join(self.table_dir(name), entry.path))
+        data = fs.cat_file(path)
+        if verify and hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise InputError(f"table {name!r}: file {entry.path} does not match its manifest hash")
+        return pq.read_table(io.BytesIO(data))
+
+    def read(self, name: str, *, columns: Iterable[str] | None = None, verify: bool = False) -> pa.Table:
+        manifest = self.manifest(name)
+        if manifest is None:
+            raise InputError(f"table {name!r} does not exist under {self.root} (run the stage that writes it)")
+        tables = [self._read_file(name, f, verify=verify) for f in manifest.files]
+        table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+        if columns is not None:
+            table = table.select(list(columns))
+        return table
+
+    def read_rows(self, name: str) -> list[dict[str, Any]]:
+        return self.read(name).to_pylist() if self.exists(name) else []
+
+    # -- housekeeping ------------------------------------------------------------------------
+    def gc(self, name: str) -> int:
+        """Delete data files no manifest version lists, and stale temporaries."""
+        base = self.table_dir(name)
+        fs, path = open_fs(base)
+        if not fs.exists(path):
+            return 0
+        removed = remove_stale_temporaries(base)
+        listed: set[str] = set()
+        current = self.manifest(name)
+        if current is not None:
+            listed |= {f.path for f in current.files}
+        for found in fs.find(path):
+            rel = found[len(path.rstrip("/")) + 1:]
+            if rel.endswith(".parquet") and rel not in listed:
+                fs.rm(found)
+                removed += 1
+        return removed
+
+
+def _dedupe_keep_last(table: pa.Table, keys: list[str]) -> pa.Table:
+    seen: dict[tuple, int] = {}
+    cols = [table.column(k).to_pylist() for k in keys]
+    for i, key in enumerate(zip(*cols, strict=True)):
+        seen[key] = i
+    return table.take(sorted(seen.values()))
+
+
+def _merge_on_key(stored: pa.Table, new: pa.Table, keys: list[str]) -> pa.Table:
+    combined = pa.concat_tables([stored, new], promote_options="default")
+    return _dedupe_keep_last(combined, keys)
+
+
+def table_from_records(records: Iterable[Any], schema: pa.Schema) -> pa.Table:
+    """Build an Arrow table from pydantic records (or dicts) with an explicit schema."""
+    rows = [r.model_dump() if hasattr(r, "model_dump") else dict(r) for r in records]
+    return pa.Table.from_pylist(rows, schema=schema)
