@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
