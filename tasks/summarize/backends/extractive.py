@@ -1,0 +1,150 @@
+"""The LLM-free summarizer: vocabulary matching plus purpose cues. Deterministic; the CPU default.
+
+Objects and phenomena: every vocabulary term found in the abstract (acronyms spelled out first,
+overlapping matches resolved longest-first), ranked by how often it is mentioned, with the 77
+curated classes ahead on ties, so the summary speaks the evaluation's vocabulary.
+Science use cases: purpose sentences ("we propose to measure the ... of globular clusters")
+become "<verb> <object>" items, then the use-case terms (photometry, proper motion measurements,
+mass mapping, ...) fill the remaining places.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas.summary import (
+    SamplingConfig,
+    SummarizeParams,
+    Summary,
+    SummaryLimits,
+    item_pattern,
+    summary_model,
+)
+from tasks.summarize import vocabulary
+from tasks.summarize.backends.base import RawOutput
+from tasks.summarize.prompt import clean_abstract
+
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]])[.;!?](?=\s|$)")
+CUE_WINDOW_CHARS = 140
+EXTRACTIVE_VERSION = 1  # bump when the matching rules below change: it is part of the model id
+
+
+@dataclass(frozen=True)
+class Match:
+    term: vocabulary.Term
+    start: int
+    end: int
+
+
+def vocabulary_digest() -> str:
+    """Changes whenever the vocabulary does, so cached extractive summaries follow it."""
+    blob = json.dumps([vocabulary.CLASS_SYNONYMS, vocabulary.EXTRA_OBJECTS, vocabulary.SCIENCE_USE_CASES,
+                       vocabulary.ACRONYMS, vocabulary.VERB_CUES, sorted(vocabulary.GENERIC_ITEMS),
+                       EXTRACTIVE_VERSION, CUE_WINDOW_CHARS], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def find_terms(text: str, terms: Sequence[vocabulary.Term]) -> list[Match]:
+    """Non-overlapping matches, longest first ('primordial black holes' beats 'black holes'), in text order."""
+    found = [Match(term, m.start(), m.end()) for term in terms for m in term.pattern.finditer(text)]
+    found.sort(key=lambda m: (m.start - m.end, m.start, m.term.name))
+    taken: list[Match] = []
+    for match in found:
+        if all(match.end <= t.start or match.start >= t.end for t in taken):
+            taken.append(match)
+    return sorted(taken, key=lambda m: m.start)
+
+
+def _ranked_names(matches: list[Match]) -> list[str]:
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}
+    curated: dict[str, bool] = {}
+    for m in matches:
+        counts[m.term.name] = counts.get(m.term.name, 0) + 1
+        first.setdefault(m.term.name, m.start)
+        curated[m.term.name] = m.term.curated
+    return sorted(counts, key=lambda n: (-(counts[n] + (0.5 if curated[n] else 0.0)), first[n]))
+
+
+def _cue_items(text: str, objects: list[Match]) -> list[str]:
+    """'we will measure the ages of globular clusters' -> 'measure globular clusters'."""
+    items = []
+    targets: set[str] = set()  # one use case per object: 'probe X' then 'compare X' says little more
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]
+    for cue in vocabulary.verb_cue_pattern().finditer(text):
+        sentence_end = next(e for e in ends if e >= cue.end())
+        stop = min(sentence_end, cue.end() + CUE_WINDOW_CHARS)
+        target = next((m for m in objects if cue.end() <= m.start < stop), None)
+        if target is not None and target.term.name not in targets:
+            targets.add(target.term.name)
+            items.append(f"{vocabulary.canonical_verb(cue)} {target.term.name}")
+    return items
+
+
+def _fits(item: str, pattern: re.Pattern[str]) -> bool:
+    return item.lower() not in vocabulary.GENERIC_ITEMS and bool(pattern.match(item))
+
+
+def _unique(items: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if item.lower() not in seen:
+            seen.add(item.lower())
+            out.append(item)
+    return out
+
+
+def extract_summary(abstract: str, limits: SummaryLimits = SummaryLimits()) -> Summary | None:  # noqa: B008
+    """Objects and use cases named by the abstract, or None when it names no known object."""
+    text = vocabulary.expand_acronyms(clean_abstract(abstract))
+    pattern = re.compile(item_pattern(limits.max_words, limits.max_word_chars))
+    object_matches = find_terms(text, vocabulary.object_terms())
+    objects = [n for n in _ranked_names(object_matches) if _fits(n, pattern)][: limits.max_items]
+    if not objects:
+        return None
+    cues = [c for c in _unique(_cue_items(text, object_matches)) if _fits(c, pattern)]
+    terms = [n for n in _ranked_names(find_terms(text, vocabulary.use_case_terms()))
+             if _fits(n, pattern) and not any(c.endswith(f" {n}") for c in cues)]
+    # Purpose sentences are the most specific use cases, but leave room for the named methods.
+    first_cues = cues[: math.ceil(limits.max_items / 2)]
+    use_cases = _unique(first_cues + terms + cues[len(first_cues):])[: limits.max_items]
+    if not use_cases:
+        fallback = f"study {objects[0]}"
+        use_cases = [fallback if _fits(fallback, pattern) else objects[0]]
+    return summary_model(limits)(objects_and_phenomena=objects, science_use_cases=use_cases)
+
+
+class ExtractiveBackend:
+    """Summaries from the curated vocabulary; no model, no randomness."""
+
+    name = "extractive"
+    deterministic = True
+
+    def __init__(self, limits: SummaryLimits = SummaryLimits()):  # noqa: B008
+        self.limits = limits
+        self.model_id = f"vocabulary-{vocabulary_digest()[:12]}"
+
+    def generate(self, abstracts: Sequence[str], sampling: SamplingConfig) -> list[RawOutput]:
+        outputs = []
+        for abstract in abstracts:
+            summary = extract_summary(abstract, self.limits)
+            if summary is None:
+                outputs.append(RawOutput("", input_tokens=len(abstract.split()), failure="no_vocabulary_match",
+                                         detail="the abstract names no object class the vocabulary knows"))
+                continue
+            text = summary.model_dump_json()
+            outputs.append(RawOutput(text, input_tokens=len(abstract.split()), output_tokens=len(text.split())))
+        return outputs
+
+    def close(self) -> None:
+        pass
+
+
+def create_extractive_backend(params: SummarizeParams) -> ExtractiveBackend:
+    return ExtractiveBackend(params.limits)

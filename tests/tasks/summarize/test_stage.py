@@ -1,0 +1,109 @@
+"""run_summarize: proposals table in, summaries table out, cached per abstract and per stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas.errors import InputError
+from schemas.summary import SUMMARY_SCHEMA_VERSION, SummarizeParams
+from storage.layout import DataLayout
+from storage.tables import TableStore
+from tasks.summarize import run_summarize
+from tasks.summarize.caption import join_caption
+from tasks.summarize.stage import CACHE_TABLE, SUMMARIES_TABLE
+
+ABSTRACTS = {
+    "101": "We propose to measure internal proper motions of stars in globular clusters.",
+    "102": "Strong gravitational lensing by merging galaxy clusters maps their dark matter.",
+    "103": "A snapshot survey of planetary nebulae to measure their expansion ages.",
+    "104": "We will search for exoplanets transiting red dwarfs with precise photometry.",
+    "105": "",
+}
+
+
+def _store(data: str) -> TableStore:
+    return TableStore(DataLayout(data).tables)
+
+
+def test_summaries_table_has_one_validated_row_per_proposal(tmp_path, write_proposals):
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items()))
+    result = run_summarize(SummarizeParams(data=data))
+    store = _store(data)
+    rows = {r["proposal_id"]: r for r in store.read(SUMMARIES_TABLE).to_pylist()}
+    assert sorted(rows) == ["101", "102", "103", "104"]
+    row = rows["102"]
+    assert {"dark matter", "galaxy clusters", "gravitational lensing"} <= set(row["objects_and_phenomena"])
+    assert row["caption"] == join_caption(row["objects_and_phenomena"], row["science_use_cases"])
+    assert all(r["caption_tokens"] <= 77 and not r["truncated"] for r in rows.values())
+    assert (row["backend"], row["prompt_version"], row["schema_version"]) == ("extractive", "none", SUMMARY_SCHEMA_VERSION)
+    assert row["model_id"].startswith("vocabulary-") and json.loads(row["sampling"])["temperature"] == 0.0
+    assert len(row["abstract_sha256"]) == 64 and row["created_at"] is not None
+    manifest = store.manifest(SUMMARIES_TABLE)
+    assert manifest.inputs == {"proposals": store.manifest("proposals").digest}
+    assert result.digest == manifest.digest and result.outputs["summaries"].endswith("tables/summaries")
+    quarantine = [r for r in store.read("quarantine").to_pylist() if r["stage"] == "summarize"]
+    assert [(r["record_id"], r["reason"]) for r in quarantine] == [("105", "empty_abstract")]
+    stats = result.stats
+    assert (stats["summaries"], stats["generated"], stats["failed"]) == (4, 4, 1)
+    assert stats["invalid_json_rate"] == 0.0 and stats["cut_off_rate"] == 0.0 and stats["truncation_rate"] == 0.0
+    assert stats["abstracts_per_s"] > 0 and stats["failure_reasons"] == {"empty_abstract": 1}
+
+
+def test_unchanged_input_is_a_stage_cache_hit(tmp_path, write_proposals):
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items()))
+    first = run_summarize(SummarizeParams(data=data))
+    again = run_summarize(SummarizeParams(data=data))
+    assert again.cached and again.digest == first.digest
+    quarantine = _store(data).read("quarantine").to_pylist()
+    assert len(quarantine) == 1  # not quarantined twice
+
+
+def test_only_new_or_changed_abstracts_are_summarized(tmp_path, write_proposals):
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items()))
+    run_summarize(SummarizeParams(data=data))
+    changed = {**ABSTRACTS, "103": "Deep imaging of dwarf galaxies to derive star formation histories.",
+               "106": "Ultraviolet spectroscopy of quasars probes the intergalactic medium."}
+    write_proposals(data, list(changed.items()))
+    result = run_summarize(SummarizeParams(data=data))
+    assert not result.cached
+    assert (result.stats["reused"], result.stats["generated"], result.stats["summaries"]) == (3, 2, 5)
+    rows = {r["proposal_id"]: r for r in _store(data).read(SUMMARIES_TABLE).to_pylist()}
+    assert "dwarf galaxies" in rows["103"]["objects_and_phenomena"]
+    assert len(_store(data).read(CACHE_TABLE)) == 6  # every summary ever made, old 103 included
+
+
+def test_other_settings_are_other_cache_entries_and_switching_back_is_free(tmp_path, write_proposals):
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items()))
+    run_summarize(SummarizeParams(data=data))
+    short = run_summarize(SummarizeParams(data=data, max_words=2))
+    assert short.stats["generated"] == 4
+    rows = _store(data).read(SUMMARIES_TABLE).to_pylist()
+    assert all(len(i.split()) <= 2 for r in rows for i in r["objects_and_phenomena"] + r["science_use_cases"])
+    back = run_summarize(SummarizeParams(data=data))
+    assert (back.stats["generated"], back.stats["reused"]) == (0, 4)
+
+
+def test_limit_and_missing_input(tmp_path, write_proposals):
+    with pytest.raises(InputError, match="table 'proposals' does not exist.*hubbleclip ingest"):
+        run_summarize(SummarizeParams(data=str(tmp_path / "empty")))
+    data = write_proposals(str(tmp_path / "d"), list(ABSTRACTS.items()))
+    assert run_summarize(SummarizeParams(data=data, limit=2)).stats["summaries"] == 2
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_transformers_backend_through_the_stage(tmp_path, write_proposals):
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items())[:3])
+    tiny = dict(backend="transformers", model="tiny-random", device="cpu", max_items=2, max_words=2, max_word_chars=8)
+    result = run_summarize(SummarizeParams(data=data, max_new_tokens=160, **tiny))
+    assert result.stats["summaries"] == 3 and result.stats["cut_off_rate"] == 0.0
+    assert result.stats["output_tokens"] > 0 and result.stats["tokens_per_s"] > 0
+    row = _store(data).read(SUMMARIES_TABLE).to_pylist()[0]
+    assert row["model_id"] == "tiny-random" and row["prompt_version"].startswith("v1+")
+    # A token limit too small for any summary: every output is cut off, retried, then quarantined.
+    starved = run_summarize(SummarizeParams(data=data, max_new_tokens=16, max_attempts=2, **tiny))
+    assert starved.stats["summaries"] == 0 and starved.stats["cut_off_rate"] == 1.0
+    assert starved.stats["failure_reasons"] == {"cut_off": 3}
+    reasons = {r["reason"] for r in _store(data).read("quarantine").to_pylist()}
+    assert reasons == {"cut_off"}
