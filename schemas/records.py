@@ -128,6 +128,7 @@ class PreviewImage(_Record):
     width: int = Field(default=0, ge=0, description="original width in pixels")
     height: int = Field(default=0, ge=0)
     error: str = ""
+    http_status: int = Field(default=0, ge=0, description="HTTP status of a failed download; 0 otherwise")
 
     @field_validator("proposal_id", mode="before")
     @classmethod

@@ -1,0 +1,30 @@
+"""`python -m tasks.mast PARAMS_JSON`: run the ingest stage without Prefect or the CLI.
+
+PARAMS_JSON is an IngestParams object as JSON (a file path or the JSON text itself). Prints the
+StageResult as JSON. Used where the lighter entry point matters (kill-and-resume tests, GPU boxes).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from schemas.ingest import IngestParams
+from tasks.mast.stage import run_ingest
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m tasks.mast PARAMS_JSON (a file or the JSON text)", file=sys.stderr)
+        return 2
+    text = Path(args[0]).read_text() if Path(args[0]).is_file() else args[0]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    result = run_ingest(IngestParams.model_validate_json(text))
+    print(result.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

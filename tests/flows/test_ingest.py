@@ -1,0 +1,79 @@
+"""The Prefect flows `ingest` / `ingest-refresh` and the ingest CLI commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.cli import main
+from tests.tasks.mast.conftest import ingest_params, reference_copy, reference_ingest, snapshot  # noqa: F401
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_flow_writes_the_same_tables_and_reports_counts(archive, tmp_path, reference_ingest):  # noqa: F811
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.ingest import ingest, refresh
+
+    data = tmp_path / "data"
+    result = ingest(ingest_params(archive.url, data))
+    assert snapshot(data) == snapshot(reference_ingest)
+    assert not result.cached and result.stats["previews_ok"] > 100
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-counts"])))
+    assert artifacts
+    row = artifacts[0].data[0] if isinstance(artifacts[0].data, list) else json.loads(artifacts[0].data)[0]
+    assert set(row) == {"queried", "observations_written", "proposals_fetched", "downloaded", "skipped", "failed",
+                        "quarantined"}
+    assert row["downloaded"] == result.stats["previews_ok"] and row["quarantined"] == 6
+
+    again = refresh(ingest_params(archive.url, data))
+    assert again.cached and again.digest == result.digest
+
+
+def test_cli_refresh_and_one_line_errors(archive, capsys, reference_copy, tmp_path):  # noqa: F811
+    code, out, _ = _cli(capsys, "refresh", "--data", str(reference_copy), "--mast-url", archive.url,
+                        "--stsci-url", archive.url, "--json")
+    assert code == 0 and json.loads(out)["cached"] is True
+    code, _, err = _cli(capsys, "ingest", "--data", str(tmp_path / "empty"), "--mast-url", archive.url,
+                        "--stsci-url", archive.url, "--cycles", "15")
+    assert code == 1 and err.startswith("hubbleclip: error: no proposal of cycle(s) [15]") and err.count("\n") == 1
+    code, _, err = _cli(capsys, "refresh", "--data", str(tmp_path / "empty"), "--mast-url", archive.url)
+    assert code == 1 and "no ingest watermark" in err
+
+
+def test_inspect_proposal_prints_json(capsys, shared_dir, demo_sky):
+    code, out, _ = _cli(capsys, "inspect-proposal", str(shared_dir / "fixtures" / "proposals" / "13012_phase2.apt"))
+    record = json.loads(out)
+    assert code == 0 and list(record) == ["proposal_id", "cycle", "category", "title", "pi", "abstract", "source"]
+    assert (record["proposal_id"], record["cycle"], record["source"]) == ("13012", 20, "apt")
+
+    bad = {i for ids in json.loads((demo_sky / "ground_truth.json").read_text())["bad_records"].values() for i in ids}
+    pro = next(p for p in sorted((demo_sky / "stsci" / "pro").glob("*.pro")) if p.stem not in bad)
+    code, out, _ = _cli(capsys, "inspect-proposal", str(pro))
+    record = json.loads(out)
+    assert code == 0 and record["source"] == "pro" and record["proposal_id"] == pro.stem and record["abstract"]
+
+    code, out, _ = _cli(capsys, "inspect-proposal", str(demo_sky / "stsci" / "catalog.txt"))
+    records = json.loads(out)
+    assert code == 0 and isinstance(records, list) and len(records) == 25
+    assert {r["source"] for r in records} == {"catalog"}
+    by_id = {r["proposal_id"]: r for r in records}
+    apt = json.loads(_cli(capsys, "inspect-proposal", str(demo_sky / "stsci" / "apt" / f"{pro.stem}.apt"))[1])
+    assert apt["title"] == by_id[pro.stem]["title"] == record["title"]
+    assert apt["cycle"] == by_id[pro.stem]["cycle"] == record["cycle"]
+
+
+def test_inspect_proposal_over_http(archive, capsys):
+    code, out, _ = _cli(capsys, "inspect-proposal", archive.url + "/hst/proposal-abstracts/catalog.txt")
+    assert code == 0 and len(json.loads(out)) == 25
+    code, _, err = _cli(capsys, "inspect-proposal", archive.url + "/hst/phase2-public/1.pro")
+    assert code == 1 and "HTTP 404" in err

@@ -1,0 +1,158 @@
+"""The HTTP layer: timeouts, bounded retries with backoff, truncation, rate limit, User-Agent."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from schemas.errors import PermanentRemoteError, RemoteError
+from schemas.settings import Settings
+from tasks.mast.http import DocumentClient, RateLimiter, configure_session, with_retries
+
+
+class _Script:
+    """What the test server answers, per path: a list of (status, body, declared length, delay)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[tuple[int, bytes, int | None, float]]] = {}
+        self.seen: list[tuple[str, str, str]] = []  # (method, path, user agent)
+        self.lock = threading.Lock()
+
+    def next(self, path: str) -> tuple[int, bytes, int | None, float]:
+        with self.lock:
+            queue = self.answers.get(path, [])
+            return queue.pop(0) if len(queue) > 1 else (queue[0] if queue else (404, b"missing", None, 0.0))
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, _Script]]:
+    script = _Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            script.seen.append((self.command, self.path, self.headers.get("User-Agent", "")))
+            if self.command == "POST":
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, body, declared, delay = script.next(self.path)
+            time.sleep(delay)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body) if declared is None else declared))
+            if declared is not None:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:
+                pass
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _settings(**kw) -> Settings:
+    values = {"connect_timeout_s": 1.0, "read_timeout_s": 0.3, "http_retries": 3,
+              "stsci_requests_per_second": 1000.0, "user_agent": "hubbleclip-test/1"}
+    values.update(kw)
+    return Settings(**values)
+
+
+def test_503s_are_retried_with_backoff_then_succeed(server):
+    url, script = server
+    script.answers["/doc"] = [(503, b"busy", None, 0.0), (503, b"busy", None, 0.0), (200, b"hello", None, 0.0)]
+    client = DocumentClient(_settings(), backoff_s=0.01)
+    assert client.get(url + "/doc") == b"hello"
+    assert [m for m, p, _ in script.seen if p == "/doc"] == ["GET"] * 3
+    assert all(ua.startswith("hubbleclip-test/1") for _, _, ua in script.seen)
+
+
+def test_retries_are_bounded(server):
+    url, script = server
+    script.answers["/down"] = [(503, b"busy", None, 0.0)]
+    client = DocumentClient(_settings(http_retries=2), backoff_s=0.0)
+    with pytest.raises(RemoteError, match="HTTP 503"):
+        client.get(url + "/down")
+    # adapter retries (1 + 2) per attempt, times (1 + 2) attempts: bounded, never endless
+    assert len([p for _, p, _ in script.seen if p == "/down"]) == 9
+
+
+def test_404_is_permanent_and_not_retried(server):
+    url, script = server
+    client = DocumentClient(_settings(), backoff_s=0.0)
+    with pytest.raises(PermanentRemoteError) as info:
+        client.get(url + "/nothing")
+    assert info.value.status_code == 404
+    assert len(script.seen) == 1
+
+
+def test_a_truncated_body_is_detected_and_retried(server):
+    url, script = server
+    script.answers["/cut"] = [(200, b"half", 100, 0.0), (200, b"whole body", None, 0.0)]
+    client = DocumentClient(_settings(), backoff_s=0.0)
+    assert client.get(url + "/cut") == b"whole body"
+
+
+def test_a_stalled_server_times_out(server):
+    url, script = server
+    script.answers["/slow"] = [(200, b"late", None, 2.0)]
+    client = DocumentClient(_settings(http_retries=0), backoff_s=0.0)
+    started = time.monotonic()
+    with pytest.raises(RemoteError):
+        client.get(url + "/slow")
+    assert time.monotonic() - started < 1.5  # the 0.3 s read timeout fired, not the 2 s answer
+
+
+def test_adapter_retries_posts_and_applies_default_timeouts(server):
+    url, script = server
+    script.answers["/invoke"] = [(503, b"x", None, 0.0), (200, b'{"status":"COMPLETE"}', None, 0.0)]
+    session = requests.Session()
+    configure_session(session, _settings(), backoff_s=0.0)
+    assert session.post(url + "/invoke", data="request=1").status_code == 200  # POST retried (MAST invoke)
+    script.answers["/hang"] = [(200, b"x", None, 2.0)]
+    with pytest.raises(requests.RequestException):
+        session.get(url + "/hang", timeout=None)  # astroquery passes None: the adapter's timeout applies
+
+
+def test_rate_limiter_spaces_requests_across_threads():
+    limiter = RateLimiter(20.0)
+    stamps: list[float] = []
+
+    def work() -> None:
+        for _ in range(3):
+            limiter.acquire()
+            stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    assert stamps[-1] - stamps[0] >= 11 * 0.05 * 0.9  # 12 requests at 20/s span >= 0.55 s
+
+
+def test_with_retries_never_retries_permanent_errors():
+    calls = []
+
+    def permanent() -> None:
+        calls.append(1)
+        raise PermanentRemoteError("no")
+
+    with pytest.raises(PermanentRemoteError):
+        with_retries(permanent, what="x", attempts=5, base_s=0.0)
+    assert len(calls) == 1

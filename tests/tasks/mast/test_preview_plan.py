@@ -1,0 +1,69 @@
+"""The preview sample: policy, seeded sampling without replacement, resumable, top-up only."""
+
+from __future__ import annotations
+
+from schemas.ingest import PreviewPolicy
+from schemas.records import Observation, PreviewImage
+from tasks.mast.previews import plan_previews, preview_name
+
+
+def _obs(obsid: int, pid: str = "100", url: str | None = None) -> Observation:
+    return Observation(obsid=str(obsid), obs_id=f"o{obsid}", proposal_id=pid,
+                       jpeg_url=url if url is not None else f"mast:HST/product/hst_{obsid}_total_drc.jpg")
+
+
+def _ok(job) -> PreviewImage:
+    return PreviewImage(obsid=job.obsid, proposal_id=job.proposal_id, status="ok")
+
+
+def test_policy_follows_the_paper_by_default():
+    policy = PreviewPolicy()
+    assert policy.accepts("hst_12345_01_wfc3_uvis_total_ib1f01_drc.jpg")
+    assert not policy.accepts("hst_12345_01_wfc3_uvis_total_color_drc.jpg")
+    assert not policy.accepts("ib1f01010_drz.jpg")
+    assert PreviewPolicy(include=[], exclude=[]).accepts("ib1f01010_drz.jpg")
+    assert preview_name("mast:HST/product/x_total_drc.jpg") == "x_total_drc.jpg"
+    assert preview_name("https://archive.stsci.edu/hst/previews/O6AU/O6AU01MSQ.jpg") == "O6AU01MSQ.jpg"
+
+
+def test_sample_is_seeded_bounded_and_skips_are_recorded():
+    observations = [_obs(i) for i in range(1, 31)] + [_obs(99, url="mast:HST/product/x_color_drc.jpg")]
+    jobs, decided = plan_previews(observations, {}, policy=PreviewPolicy(), limit=20, seed=1)
+    assert len(jobs) == 20 and len({j.obsid for j in jobs}) == 20
+    statuses = {r.obsid: r.error for r in decided}
+    assert "99" in statuses and "refused by policy" in statuses["99"]
+    assert sum("not sampled" in e for e in statuses.values()) == 10
+    again, _ = plan_previews(observations, {}, policy=PreviewPolicy(), limit=20, seed=1)
+    other, _ = plan_previews(observations, {}, policy=PreviewPolicy(), limit=20, seed=2)
+    assert [j.obsid for j in again] == [j.obsid for j in jobs]
+    assert {j.obsid for j in other} != {j.obsid for j in jobs}
+
+
+def test_resumed_plan_finishes_exactly_the_interrupted_one():
+    observations = [_obs(i) for i in range(1, 41)]
+    full, _ = plan_previews(observations, {}, policy=PreviewPolicy(), limit=20, seed=7)
+    done = {j.obsid: _ok(j) for j in full[:8]}  # a run killed after 8 downloads
+    rest, _ = plan_previews(observations, done, policy=PreviewPolicy(), limit=20, seed=7)
+    assert {j.obsid for j in rest} == {j.obsid for j in full[8:]}
+
+
+def test_new_observations_only_top_up_a_proposal():
+    first = [_obs(i) for i in range(1, 6)]
+    jobs, _ = plan_previews(first, {}, policy=PreviewPolicy(), limit=8, seed=0)
+    stored = {j.obsid: _ok(j) for j in jobs}
+    more = first + [_obs(i) for i in range(6, 20)]
+    top_up, _ = plan_previews(more, stored, policy=PreviewPolicy(), limit=8, seed=0)
+    assert len(top_up) == 3 and not {j.obsid for j in top_up} & set(stored)
+    full = {**stored, **{j.obsid: _ok(j) for j in top_up}}
+    assert plan_previews(more, full, policy=PreviewPolicy(), limit=8, seed=0)[0] == []
+
+
+def test_retry_failed_reattempts_exactly_the_failed():
+    observations = [_obs(i) for i in range(1, 6)]
+    jobs, _ = plan_previews(observations, {}, policy=PreviewPolicy(), limit=20, seed=0)
+    stored = {j.obsid: _ok(j) for j in jobs}
+    stored["2"] = PreviewImage(obsid="2", proposal_id="100", status="decode_error", error="bad")
+    stored["4"] = PreviewImage(obsid="4", proposal_id="100", status="http_error", http_status=404)
+    assert plan_previews(observations, stored, policy=PreviewPolicy(), limit=20, seed=0)[0] == []
+    retry, _ = plan_previews(observations, stored, policy=PreviewPolicy(), limit=20, seed=0, retry_failed=True)
+    assert sorted(j.obsid for j in retry) == ["2", "4"]

@@ -1,0 +1,74 @@
+"""Source preference (catalog > APT > .pro), the document cache, and failure reasons."""
+
+from __future__ import annotations
+
+from schemas.errors import PermanentRemoteError
+from schemas.records import Proposal
+from tasks.mast.proposals import DocumentCache, ProposalFailure, ProposalFetcher, apt_url, pro_url
+
+BASE = "http://stsci.test"
+
+
+def _apt(pid: str, cycle: int = 21, abstract: str = "From the APT.") -> bytes:
+    return (f'<HSTProposal Phase2ID="{pid}"><ProposalInformation Category="GO" Cycle="{cycle}">'
+            f"<Title>T</Title><Abstract>{abstract}</Abstract>"
+            '<PrincipalInvestigator FirstName="A" LastName="B"/></ProposalInformation></HSTProposal>').encode()
+
+
+def _pro(pid: str) -> bytes:
+    return (f"HUBBLE SPACE TELESCOPE OBSERVING PROGRAM {pid}\n\nTitle\nT\n-----\nType   Cycle\nGO     22\n-----\n"
+            "PI: Dr. A B     Somewhere\n-----\nAbstract\n\nFrom the pro.\n-----\n").encode("latin-1")
+
+
+class FakeDocuments:
+    """Stands in for DocumentClient: answers from a dict, 404 otherwise, and counts requests."""
+
+    def __init__(self, documents: dict[str, bytes]):
+        self.documents = documents
+        self.requests: list[str] = []
+
+    def get(self, url: str) -> bytes:
+        self.requests.append(url)
+        if url not in self.documents:
+            err = PermanentRemoteError(f"GET {url}: HTTP 404")
+            err.status_code = 404
+            raise err
+        return self.documents[url]
+
+
+def _fetcher(tmp_path, documents, catalog=None, **kw) -> tuple[ProposalFetcher, FakeDocuments]:
+    client = FakeDocuments(documents)
+    return ProposalFetcher(client, DocumentCache(str(tmp_path / "cache")), BASE, catalog=catalog or {}, **kw), client
+
+
+def test_catalog_beats_apt_beats_pro(tmp_path):
+    docs = {apt_url(BASE, "1"): _apt("1"), pro_url(BASE, "1"): _pro("1"), pro_url(BASE, "2"): _pro("2")}
+    catalog = {"3": Proposal(proposal_id="3", cycle=20, abstract="From the catalog.", source="catalog")}
+    fetcher, client = _fetcher(tmp_path, docs, catalog)
+    assert fetcher.fetch("3").source == "catalog" and not client.requests
+    assert fetcher.fetch("1").source == "apt"
+    second = fetcher.fetch("2")
+    assert (second.source, second.cycle, second.pi, second.abstract) == ("pro", 22, "A B", "From the pro.")
+
+
+def test_documents_and_404s_are_fetched_once(tmp_path):
+    docs = {apt_url(BASE, "1"): _apt("1")}
+    fetcher, client = _fetcher(tmp_path, docs)
+    fetcher.fetch("1"), fetcher.fetch("9")
+    fetcher2, client2 = _fetcher(tmp_path, docs)  # a rerun over the same cache
+    assert fetcher2.fetch("1").source == "apt" and isinstance(fetcher2.fetch("9"), ProposalFailure)
+    assert client2.requests == []
+    refetcher, client3 = _fetcher(tmp_path, docs, refetch=True)  # rebuild / retry-failed read through
+    refetcher.fetch("9")
+    assert len(client3.requests) == 2
+
+
+def test_failures_name_the_most_telling_reason(tmp_path):
+    docs = {apt_url(BASE, "1"): _apt("1", abstract=""), apt_url(BASE, "2"): b"<HSTProposal><broken",
+            apt_url(BASE, "4"): _apt("5")}
+    catalog = {"1": Proposal(proposal_id="1", cycle=20, abstract="", source="catalog")}
+    fetcher, _ = _fetcher(tmp_path, docs, catalog)
+    empty, broken, missing, mismatch = (fetcher.fetch(pid) for pid in ("1", "2", "3", "4"))
+    assert (empty.reason, broken.reason, missing.reason, mismatch.reason) == (
+        "empty_abstract", "malformed_xml", "no_proposal_document", "proposal_id_mismatch")
+    assert "catalog: empty abstract" in empty.detail and "pro: not found" in empty.detail
