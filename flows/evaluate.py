@@ -1,0 +1,83 @@
+"""Prefect flow `evaluate`: fine-tuned vs base vs controls on the held-out split, plus the search index.
+
+The task is cached on what determines the report: the dataset version's digest, every compared
+model's checkpoint sha256, the ground truth's sha256, the params and the stage's code version
+(resolved by tasks.evaluate.plan_evaluation without loading any model). Under it,
+run_evaluate skips the work by itself when reports/<run>/manifest.json records the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+
+from flows.caching import RESULT_SERIALIZER, code_version, is_retryable, result_storage_for
+from schemas.evaluate import EvaluateParams
+from schemas.stage import StageResult
+from storage.fs import exists, read_text
+from tasks.evaluate import plan_evaluation, run_evaluate
+
+CODE = ("flows.evaluate", "tasks.evaluate", "schemas.evaluate", "storage", "schemas.manifest", "schemas.vocabulary")
+
+
+def evaluation_cache_key(params: EvaluateParams) -> str:
+    """Checkpoint hashes + dataset digest + params + code: the same key means the same report."""
+    plan = plan_evaluation(params)
+    blob = json.dumps({"inputs": plan.inputs, "config": plan.config, "data": params.data,
+                       "code": code_version(*CODE)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _key_from_inputs(context: Any, inputs: dict[str, Any]) -> str:
+    return str(inputs["cache_key"])
+
+
+@task(name="evaluate-models", retries=1, retry_delay_seconds=[5], retry_condition_fn=is_retryable)
+def evaluate_models(params: EvaluateParams, cache_key: str) -> StageResult:
+    """Run the evaluation; `cache_key` is here so Prefect can key the result on it."""
+    return run_evaluate(params)
+
+
+def _task_options(params: EvaluateParams, refresh: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {"cache_key_fn": _key_from_inputs, "persist_result": True,
+                               "result_serializer": RESULT_SERIALIZER, "refresh_cache": refresh}
+    storage = result_storage_for(params.data)
+    if storage is not None:
+        options["result_storage"] = storage
+    return options
+
+
+def _publish(result: StageResult) -> None:
+    report = json.loads(read_text(result.outputs["report"]))
+    rows = []
+    for name, m in report["models"].items():
+        rows.append({"model": name, "i2t_top1": round(m["i2t_top1"], 4), "i2t_top10pct": round(m["i2t_top10pct"], 4),
+                     "t2i_top10pct": round(m["t2i_top10pct"], 4),
+                     "inbatch100_top10pct": round(m["inbatch100_top10pct"], 4),
+                     "zeroshot_top5": (m.get("zeroshot") or {}).get("top5")})
+    create_table_artifact(rows, key="evaluation-models",
+                          description=f"{report['run']} on {report['dataset_version']} ({report['split']}, "
+                                      f"{report['n_items']} images)")
+    create_markdown_artifact(read_text(result.outputs["report_md"]), key="evaluation-report",
+                             description=report["verdict"][:250])
+
+
+@flow(name="evaluate", persist_result=True, result_serializer=RESULT_SERIALIZER)
+def evaluate(params: EvaluateParams | None = None) -> StageResult:
+    """Compare the fine-tuned model with the base model and controls; write report.json/.md and plots."""
+    params = params or EvaluateParams()
+    logger = get_run_logger()
+    key = evaluation_cache_key(params)
+    result = evaluate_models.with_options(**_task_options(params, params.refresh))(params, key)
+    if not exists(result.outputs["report"]) or ("index" in result.outputs and not exists(result.outputs["index"])):
+        # A cache record outlived its files (reports or index deleted): evaluate again.
+        logger.info("cached evaluation names missing files; evaluating again")
+        result = evaluate_models.with_options(**_task_options(params, True))(params, key)
+    _publish(result)
+    logger.info("evaluation of %s: %s", result.outputs.get("run_name"), result.outputs["report"])
+    return result

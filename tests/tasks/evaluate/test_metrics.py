@@ -1,0 +1,157 @@
+"""Property tests for the retrieval metrics (the paper's top-k%, exact item and proposal level)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks.evaluate import metrics
+
+FAST = settings(max_examples=40, deadline=None)
+
+
+@st.composite
+def paired_embeddings(draw, min_n: int = 2, max_n: int = 40):
+    n = draw(st.integers(min_n, max_n))
+    dim = draw(st.integers(2, 16))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n, dim)).astype(np.float32)
+    noise = draw(st.floats(0.0, 3.0))
+    texts = images + noise * rng.normal(size=(n, dim)).astype(np.float32)
+    groups = rng.integers(0, max(1, n // 3), size=n)
+    return images, texts, groups
+
+
+@FAST
+@given(paired_embeddings())
+def test_accuracies_are_probabilities_and_monotone_in_fraction(data):
+    images, texts, groups = data
+    result = metrics.evaluate_retrieval(images, texts, groups)
+    for curve in (result.i2t, result.t2i, result.i2t_proposal, result.t2i_proposal):
+        acc = np.asarray(curve.accuracy)
+        assert np.all((acc >= 0) & (acc <= 1))
+        assert np.all(np.diff(acc) >= -1e-12)
+        assert 0 <= curve.top1 <= acc[0] + 1e-12
+        assert curve.accuracy[-1] == pytest.approx(1.0)  # 100% of candidates always holds the partner
+
+
+@FAST
+@given(paired_embeddings())
+def test_proposal_level_never_below_exact_item(data):
+    images, texts, groups = data
+    result = metrics.evaluate_retrieval(images, texts, groups)
+    assert np.all(np.asarray(result.i2t_proposal.accuracy) >= np.asarray(result.i2t.accuracy) - 1e-12)
+    assert np.all(np.asarray(result.t2i_proposal.accuracy) >= np.asarray(result.t2i.accuracy) - 1e-12)
+
+
+@FAST
+@given(paired_embeddings(), st.integers(0, 2**31 - 1))
+def test_invariant_to_a_permutation_of_the_items(data, seed):
+    # On the similarity matrix itself: recomputing dot products in another order could round a
+    # near-tie differently, which is float arithmetic, not the metric.
+    images, texts, groups = data
+    sim = metrics.normalize(images) @ metrics.normalize(texts).T
+    perm = np.random.default_rng(seed).permutation(len(images))
+    permuted = sim[perm][:, perm]
+    for g, pg in ((None, None), (groups, groups[perm])):
+        _same_curve(metrics.retrieval_curve(sim, g), metrics.retrieval_curve(permuted, pg))
+        _same_curve(metrics.retrieval_curve(sim.T, g), metrics.retrieval_curve(permuted.T, pg))
+
+
+def _same_curve(a: metrics.RetrievalCurve, b: metrics.RetrievalCurve) -> None:
+    # Means over the same values in another order may differ in the last bit.
+    assert a.n == b.n and a.top1 == pytest.approx(b.top1, abs=1e-12)
+    np.testing.assert_allclose(a.accuracy, b.accuracy, atol=1e-12)
+
+
+@FAST
+@given(st.integers(2, 60), st.integers(8, 32), st.integers(0, 2**31 - 1))
+def test_perfect_embeddings_score_one(n, dim, seed):
+    # dim >= 8: in 2-d, two random directions can agree to float32 precision and tie genuinely.
+    images = np.random.default_rng(seed).normal(size=(n, dim))
+    result = metrics.evaluate_retrieval(images, images.copy(), np.arange(n))
+    assert result.i2t.top1 == pytest.approx(1.0)
+    assert result.t2i.top1 == pytest.approx(1.0)
+    assert np.allclose(result.i2t.accuracy, 1.0) and np.allclose(result.t2i_proposal.accuracy, 1.0)
+    assert metrics.inbatch_accuracy(images, images, batch_size=10) == pytest.approx(1.0)
+
+
+def test_random_embeddings_score_about_the_fraction():
+    rng = np.random.default_rng(7)
+    n = 2000
+    result = metrics.evaluate_retrieval(rng.normal(size=(n, 64)), rng.normal(size=(n, 64)))
+    for fraction in (10.0, 20.0, 50.0):
+        assert result.i2t.at(fraction) == pytest.approx(fraction / 100, abs=0.03)
+        assert result.t2i.at(fraction) == pytest.approx(fraction / 100, abs=0.03)
+    inbatch = metrics.inbatch_accuracy(rng.normal(size=(n, 64)), rng.normal(size=(n, 64)))
+    assert inbatch == pytest.approx(0.10, abs=0.03)
+
+
+@FAST
+@given(st.integers(2, 30), st.integers(0, 2**31 - 1))
+def test_symmetric_similarity_gives_the_same_curve_both_ways(n, seed):
+    a = np.random.default_rng(seed).normal(size=(n, n))
+    sim = np.round(a + a.T, 1)  # rounding makes ties, which must be handled symmetrically too
+    groups = np.random.default_rng(seed + 1).integers(0, 3, size=n)
+    for g in (None, groups):
+        _same_curve(metrics.retrieval_curve(sim, g), metrics.retrieval_curve(sim.T, g))
+
+
+def test_ties_from_shared_captions_are_counted_as_a_random_order():
+    # Two images of one proposal share one caption: the text side cannot tell them apart.
+    images = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    texts = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    result = metrics.evaluate_retrieval(images, texts, ["a", "a", "b"])
+    # Image 0 and image 1 each see their caption tied with the other's identical one.
+    greater, tied = metrics.partner_ranks_embeddings(images, texts)
+    assert list(greater) == [0, 0, 0] and list(tied) == [1, 1, 0]
+    assert result.i2t.top1 == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert result.i2t_proposal.top1 == pytest.approx(1.0)
+
+
+def test_cutoff_follows_the_paper_floor_with_a_floor_of_one():
+    assert metrics.cutoff(10, 100) == 10
+    assert metrics.cutoff(10, 3000) == 300
+    assert metrics.cutoff(10, 109) == 10
+    assert metrics.cutoff(10, 5) == 1
+    assert metrics.chance_accuracy(10, 3000) == pytest.approx(0.1)
+
+
+def test_histogram_separates_true_from_shuffled_pairs():
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(500, 32))
+    texts = images + 0.3 * rng.normal(size=(500, 32))
+    hist = metrics.similarity_histogram(images, texts, bins=40)
+    assert sum(hist.true_counts) == sum(hist.shuffled_counts) == 500
+    assert len(hist.edges) == 41
+    assert hist.true_mean > 0.8 and abs(hist.shuffled_mean) < 0.1
+
+
+@FAST
+@given(st.integers(2, 200), st.integers(0, 1000))
+def test_derangement_has_no_fixed_point(n, seed):
+    perm = metrics.derangement(n, seed)
+    assert sorted(perm) == list(range(n))
+    assert not np.any(perm == np.arange(n))
+
+
+def test_blockwise_ranks_match_the_full_matrix(monkeypatch):
+    rng = np.random.default_rng(0)
+    images, texts = rng.normal(size=(50, 8)), rng.normal(size=(50, 8))
+    groups = rng.integers(0, 10, size=50)
+    full = metrics.partner_ranks(metrics.normalize(images) @ metrics.normalize(texts).T, groups)
+    monkeypatch.setattr(metrics, "_BLOCK_ROWS", 7)
+    blocked = metrics.partner_ranks_embeddings(images, texts, groups)
+    assert np.array_equal(full[0], blocked[0]) and np.array_equal(full[1], blocked[1])
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError):
+        metrics.partner_ranks(np.zeros((2, 3)))
+    with pytest.raises(ValueError):
+        metrics.evaluate_retrieval(np.zeros((3, 2)), np.zeros((4, 2)))
+    with pytest.raises(ValueError):
+        metrics.partner_ranks(np.zeros((3, 3)), groups=[1, 2])

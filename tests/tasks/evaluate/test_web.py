@@ -1,0 +1,68 @@
+"""The search page over HTTP (FastAPI's test client): results, escaping, previews, bounds."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tasks.evaluate.search import MAX_QUERY_CHARS
+from tasks.evaluate.web import create_app, mast_url
+from tests.tasks.evaluate.conftest import XSS_TITLE
+
+
+@pytest.fixture(scope="module")
+def client(indexed_searcher):
+    return TestClient(create_app(indexed_searcher))
+
+
+def test_page_lists_previews_titles_and_mast_links(client, indexed_searcher):
+    page = client.get("/", params={"q": "globular cluster", "k": 5})
+    assert page.status_code == 200
+    body = page.text
+    assert body.count('<figure class="hit">') == 5
+    assert "https://mast.stsci.edu/search/ui/#/hst/results?data_set_name=j8pu" in body
+    assert "Content-Security-Policy" in page.headers and "script-src" not in page.headers["Content-Security-Policy"]
+    hits = indexed_searcher.search("globular cluster", 5)
+    assert f"/preview/{hits[0].preview_sha256}.jpg" in body
+
+
+def test_user_input_and_archive_text_are_escaped(client):
+    payload = '"><script>alert(1)</script>'
+    body = client.get("/", params={"q": payload, "k": 12}).text
+    assert "<script>" not in body and "<img src=x" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in body  # a hostile proposal title, inert
+    assert XSS_TITLE not in body
+
+
+def test_previews_are_served_only_for_indexed_keys(client, indexed_searcher):
+    sha = indexed_searcher.search("dust", 1)[0].preview_sha256
+    ok = client.get(f"/preview/{sha}.jpg")
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg" and ok.content[:2] == b"\xff\xd8"
+    for bad in (f"{'0' * 64}.jpg", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd", f"{sha}.png", sha.upper() + ".jpg"):
+        assert client.get(f"/preview/{bad}").status_code == 404, bad
+
+
+def test_bounds_and_read_only(client):
+    assert client.get("/", params={"q": "x" * (MAX_QUERY_CHARS + 1)}).status_code == 400
+    assert client.get("/", params={"q": "x" * 10_000}).status_code == 422
+    assert client.get("/api/search", params={"q": "dust", "k": 1000}).status_code == 400
+    assert client.get("/api/search", params={"q": "   "}).json()["error"].startswith("empty query")
+    assert client.post("/", data={"q": "dust"}).status_code == 405
+    assert client.get("/docs").status_code == 404
+
+
+def test_json_api_returns_results_without_server_paths(client):
+    data = client.get("/api/search", params={"q": "dwarf galaxy", "k": 3}).json()
+    assert len(data["results"]) == 3
+    first = data["results"][0]
+    assert {"obsid", "proposal_id", "title", "score", "preview_url", "mast_url"} <= set(first)
+    assert "preview_path" not in first
+
+
+def test_mast_link_falls_back_to_the_program_page(indexed_searcher):
+    hit = indexed_searcher.search("dust", 1)[0]
+    assert mast_url(hit).endswith(f"data_set_name={hit.obs_id}")
+    from dataclasses import replace
+
+    assert mast_url(replace(hit, obs_id="")) == f"https://www.stsci.edu/hst-program-info/program/?program={hit.proposal_id}"
