@@ -1,0 +1,71 @@
+"""Versioned data roots: a rebuild is invisible until published, then `current` moves atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.versions import (
+    COMPLETE,
+    current_version,
+    list_versions,
+    new_version_id,
+    prune_versions,
+    publish_version,
+    resolve_data_root,
+    version_root,
+)
+from schemas.errors import InputError
+
+
+def _make_version(data: str, version: str) -> str:
+    root = version_root(data, version)
+    (Path(root) / "tables").mkdir(parents=True)
+    return root
+
+
+def test_flat_root_resolves_to_itself(tmp_path):
+    assert current_version(str(tmp_path)) is None
+    assert resolve_data_root(str(tmp_path)) == str(tmp_path)
+
+
+def test_unpublished_version_is_invisible_then_current_moves(tmp_path):
+    data = str(tmp_path)
+    first = _make_version(data, "v1")
+    assert resolve_data_root(data) == data  # building v1 changes nothing for readers
+    publish_version(data, "v1", {"note": "first"})
+    assert resolve_data_root(data) == first
+    second = _make_version(data, "v2")
+    assert resolve_data_root(data) == first  # v1 stays readable while v2 is built
+    publish_version(data, "v2")
+    assert resolve_data_root(data) == second
+    assert [v["version"] for v in list_versions(data)] == ["v1", "v2"]
+    assert [v["current"] for v in list_versions(data)] == [False, True]
+
+
+def test_pointer_to_incomplete_version_is_an_input_error(tmp_path):
+    data = str(tmp_path)
+    _make_version(data, "v1")
+    (tmp_path / "current").write_text("v1\n")
+    with pytest.raises(InputError, match="not a complete data version"):
+        resolve_data_root(data)
+
+
+def test_prune_keeps_current_and_newest(tmp_path):
+    data = str(tmp_path)
+    for name in ("a1", "a2", "a3"):
+        _make_version(data, name)
+        publish_version(data, name)
+    _make_version(data, "a0-killed")  # an incomplete version older than current: a killed rebuild
+    removed = prune_versions(data, keep=2)
+    assert removed == ["a0-killed", "a1"]
+    assert [v["version"] for v in list_versions(data)] == ["a2", "a3"]
+    assert (tmp_path / "versions" / "a3" / COMPLETE).exists()
+
+
+def test_version_ids_are_plain_and_unique():
+    ids = {new_version_id() for _ in range(20)}
+    assert len(ids) == 20
+    with pytest.raises(InputError):
+        version_root("/tmp/x", "../escape")
