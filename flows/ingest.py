@@ -57,6 +57,12 @@ def context_for(run_key: str, params: IngestParams) -> steps.IngestContext:
     return ctx
 
 
+def release_context(run_key: str) -> None:
+    # A module-level function, not an inline reference to _CONTEXTS in the flow body: a task runner
+    # that serialises the flow (Dask) must not have to pickle live contexts with their locks.
+    _CONTEXTS.pop(run_key, None)
+
+
 @dataclass
 class IngestKey(CachePolicy):
     """Cache key = the named inputs (canonical JSON) + the server URLs + the ingest code version."""
@@ -147,7 +153,7 @@ def ingest(params: IngestParams | None = None) -> StageResult:
     try:
         return _ingest(run_key, params, ctx, logger)
     finally:
-        _CONTEXTS.pop(run_key, None)
+        release_context(run_key)
 
 
 def _ingest(run_key: str, params: IngestParams, ctx: steps.IngestContext, logger: Any) -> StageResult:

@@ -302,10 +302,6 @@ def test_failed_gpu_child_fails_the_parent(deployed, tmp_path):
 
 # -- scale-out: ingest's tasks on a local Dask cluster ---------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flows/ingest.py: the `ingest` flow function references the module global _CONTEXTS (live "
-    "IngestContexts with locks); Dask cloudpickles the flow function by value with the run context and "
-    "fails on the lock. Fix: move `_CONTEXTS.pop(run_key, None)` into a module-level helper."))
 def test_ingest_runs_on_a_local_dask_cluster(archive, tmp_path):
     """The pipeline's `task_runner='dask'` path: ingest's mapped tasks execute on Dask workers."""
     from distributed import Client, LocalCluster, get_task_stream
