@@ -32,6 +32,7 @@ from prefect.utilities.annotations import unmapped
 from prefect.utilities.hashing import hash_objects
 
 from flows.caching import RESULT_SERIALIZER, canonical_json, code_version, is_retryable, result_storage_for
+from flows.secrets import prepare_secrets
 from schemas.ingest import IngestParams
 from schemas.records import PreviewImage, Proposal
 from schemas.settings import get_settings
@@ -147,6 +148,7 @@ def commit_previews(run_key: str, params: IngestParams, rows: Sequence[dict]) ->
 def ingest(params: IngestParams | None = None) -> StageResult:
     """Ingest HST observations, proposals and previews from MAST and STScI (resumable, incremental)."""
     params = params or IngestParams()
+    prepare_secrets()  # the MAST token (and S3 keys) from Secret blocks, when the environment has none
     logger = get_run_logger()
     run_key = uuid.uuid4().hex
     ctx = context_for(run_key, params)

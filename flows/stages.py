@@ -28,6 +28,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from flows.caching import RESULT_SERIALIZER, STAGE_CACHE_POLICY, config_hash, is_retryable
+from flows.secrets import prepare_secrets
 from schemas.errors import InputError, PermanentRemoteError, RemoteError
 from schemas.stage import StageResult
 from schemas.train import TrainParams
@@ -113,6 +114,7 @@ def run_stage(
 ) -> StageResult:
     """Run one stage's flow as a subflow. Only `upstream`, `params` and `code` enter the cache key:
     where the work runs (Dask, a deployment) does not change what it produces."""
+    prepare_secrets()  # S3 keys etc. from Secret blocks, when the environment has none
     spec = STAGES[stage]
     if deployment:
         if not isinstance(params, TrainParams):

@@ -15,6 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
 from flows.caching import is_retryable, stage_task_options
+from flows.secrets import prepare_secrets
 from schemas.stage import StageResult
 from schemas.summary import SummarizeParams
 from storage.layout import DataLayout
@@ -52,6 +53,7 @@ def _digest(store: TableStore, name: str) -> str:
 def summarize(params: SummarizeParams | None = None) -> StageResult:
     """Summarize proposal abstracts into '<objects>; <use cases>' captions with the chosen backend."""
     params = params or SummarizeParams()
+    prepare_secrets()  # the vLLM API key (and S3 keys) from Secret blocks, when the environment has none
     logger = get_run_logger()
     store = TableStore(DataLayout(params.data).tables)
     # The output's digest joins the key: a deleted or replaced summaries table is never a cache hit.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REAL_MAST_URL = "https://mast.stsci.edu"
@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(default=120.0, gt=0)
     http_retries: int = Field(default=5, ge=0, le=20)
     user_agent: str = "hubbleclip/0.1 (+https://github.com/hubbleclip/hubbleclip)"
-    mast_token: str = Field(default="", repr=False, description="MAST API token; never logged")
+    mast_token: SecretStr = Field(default=SecretStr(""), description="MAST API token (HUBBLECLIP_MAST_TOKEN): "
+                                  "masked in reprs and dumps; never a flow parameter")
 
     @field_validator("mast_url", "stsci_url", "catalog_url")
     @classmethod

@@ -197,7 +197,6 @@ class SummarizeParams(BaseModel):
     batch_size: int = Field(default=16, ge=1, le=4096, description="prompts per generate call (transformers)")
     device: str = Field(default="auto", description="transformers: auto, cpu, cuda, cuda:1")
     base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai: the vLLM server's /v1 URL")
-    api_key: str = Field(default="EMPTY", repr=False, description="openai: API key (vLLM ignores it unless --api-key)")
     concurrency: int = Field(default=32, ge=1, le=1024, description="openai: requests in flight")
     request_timeout_s: float = Field(default=120.0, gt=0)
     tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="vllm: GPUs per model")

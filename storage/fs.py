@@ -14,6 +14,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from storage.chaos import maybe_die
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -49,11 +51,14 @@ def atomic_write_bytes(url: str, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        maybe_die("fs.tmp_written", path)
         os.replace(tmp, path)
     else:
         tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}"
         fs.pipe_file(tmp, data)
+        maybe_die("fs.tmp_written", path)
         fs.mv(tmp, path)
+    maybe_die("fs.committed", path)
 
 
 def atomic_write_text(url: str, text: str) -> None:

@@ -155,8 +155,8 @@ class TableStore:
                 raise InputError(f"upsert key {k!r} not in columns {table.column_names}")
         old = self.manifest(name)
         if old is None:
-            return self.write(name, table, partition_by=partition_by, inputs=inputs, config=config,
-                              stats=stats, schema_version=schema_version)
+            return self.write(name, _dedupe_keep_last(table, keys), partition_by=partition_by, inputs=inputs,
+                              config=config, stats=stats, schema_version=schema_version)
         new_parts = dict(self._split(table, partition_by))
         kept = [f for f in old.files if f.partition not in new_parts]
         files = list(kept)
@@ -181,9 +181,30 @@ class TableStore:
         return self._commit(manifest)
 
     def append(self, name: str, table: pa.Table, *, partition_by: str | None = None,
-               stats: Mapping[str, Any] | None = None) -> Manifest:
-        """Add rows as new files (no de-duplication): for logs such as the quarantine table."""
+               stats: Mapping[str, Any] | None = None, unique_on: Iterable[str] | None = None) -> Manifest:
+        """Add rows as new files: for logs such as the quarantine table.
+
+        Files are named by their content, so a batch identical to one already appended (the same
+        rows in the same order) is stored once: an append replayed after a kill adds nothing.
+
+        With `unique_on`, rows whose values in those columns are already stored (or repeated in
+        `table`) are left out, so a commit replayed after a kill adds nothing twice.
+        """
         old = self.manifest(name)
+        if unique_on is not None and table.num_rows:
+            columns = list(unique_on)
+            seen = set()
+            if old is not None:
+                stored = self.read(name, columns=columns)
+                seen = set(zip(*(stored.column(c).to_pylist() for c in columns), strict=True))
+            keep = []
+            for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in columns), strict=True)):
+                if key not in seen:
+                    seen.add(key)
+                    keep.append(i)
+            if not keep and old is not None:
+                return old
+            table = table.take(keep)
         files = [self._write_file(name, part, label) for label, part in self._split(table, partition_by)]
         if old is not None:
             known = {f.path for f in old.files}
@@ -200,14 +221,16 @@ class TableStore:
         return self._commit(manifest)
 
     # -- reads -------------------------------------------------------------------------------
-    def _read_file(self, name: str, entry: FileEntry, *, verify: bool = False) -> pa.Table:
+    def _read_file(self, name: str, entry: FileEntry, *, verify: bool = True) -> pa.Table:
         fs, path = open_fs(join(self.table_dir(name), entry.path))
         data = fs.cat_file(path)
         if verify and hashlib.sha256(data).hexdigest() != entry.sha256:
             raise InputError(f"table {name!r}: file {entry.path} does not match its manifest hash")
         return pq.read_table(io.BytesIO(data))
 
-    def read(self, name: str, *, columns: Iterable[str] | None = None, verify: bool = False) -> pa.Table:
+    def read(self, name: str, *, columns: Iterable[str] | None = None, verify: bool = True) -> pa.Table:
+        """The rows the manifest lists; each file is checked against its manifest sha256 first
+        (hashing bytes already in memory costs ~1 ms/MB: shared storage is not trusted)."""
         manifest = self.manifest(name)
         if manifest is None:
             raise InputError(f"table {name!r} does not exist under {self.root} (run the stage that writes it)")
@@ -241,11 +264,18 @@ class TableStore:
 
 
 def _dedupe_keep_last(table: pa.Table, keys: list[str]) -> pa.Table:
+    """One row per key (the last given wins), sorted by key.
+
+    Sorted, not in arrival order: concurrent batches commit in whatever order they finish, and
+    the file (hence its hash, the manifest digest and every downstream cache key) must depend
+    only on which rows the table holds.
+    """
     seen: dict[tuple, int] = {}
     cols = [table.column(k).to_pylist() for k in keys]
     for i, key in enumerate(zip(*cols, strict=True)):
         seen[key] = i
-    return table.take(sorted(seen.values()))
+    order = sorted(seen.items(), key=lambda item: tuple((v is None, str(type(v)), v) for v in item[0]))
+    return table.take([index for _, index in order])
 
 
 def _merge_on_key(stored: pa.Table, new: pa.Table, keys: list[str]) -> pa.Table:

@@ -1,4 +1,5 @@
-"""Fault injection for the local archive: latency, 503s, EXECUTING answers, truncated bodies.
+"""Fault injection for the local archive: latency (steady and spikes), 503s, EXECUTING answers,
+truncated bodies.
 
 Decisions are deterministic per seed: each one hashes (seed, fault kind, request key, how many
 times that key was seen), where the key is the request without astroquery's random cacheBreaker.
@@ -21,6 +22,9 @@ class FaultConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     latency_ms: float = Field(0, ge=0, le=60_000, description="delay before every answer")
+    spike_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of answers delayed by spike_ms on top")
+    spike_ms: float = Field(0, ge=0, le=600_000, description="latency spike; above the client's read timeout "
+                                                          "it is a stalled server")
     fail_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of requests answered HTTP 503")
     executing_rate: float = Field(0.0, ge=0.0, le=1.0,
                                   description="share of MAST queries first answered status EXECUTING")
@@ -30,7 +34,8 @@ class FaultConfig(BaseModel):
 
     @property
     def active(self) -> bool:
-        return bool(self.latency_ms or self.fail_rate or self.executing_rate or self.truncate_rate)
+        return bool(self.latency_ms or self.fail_rate or self.executing_rate or self.truncate_rate
+                    or (self.spike_rate and self.spike_ms))
 
 
 class FaultInjector:
@@ -39,17 +44,30 @@ class FaultInjector:
         self._seen: Counter[tuple[str, str]] = Counter()
         self._executing_bodies: set[str] = set()
         self._lock = threading.Lock()
+        self.injected: Counter[str] = Counter()  # faults actually injected, by kind (reliability figures)
 
     def _draw(self, kind: str, key: str, rate: float) -> bool:
         if rate <= 0.0:
             return False
         if rate >= 1.0:
-            return True
-        with self._lock:
-            occurrence = self._seen[(kind, key)]
-            self._seen[(kind, key)] += 1
-        digest = hashlib.sha256(f"{self.config.seed}|{kind}|{key}|{occurrence}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64 < rate
+            hit = True
+        else:
+            with self._lock:
+                occurrence = self._seen[(kind, key)]
+                self._seen[(kind, key)] += 1
+            digest = hashlib.sha256(f"{self.config.seed}|{kind}|{key}|{occurrence}".encode()).digest()
+            hit = int.from_bytes(digest[:8], "big") / 2**64 < rate
+        if hit:
+            with self._lock:
+                self.injected[kind] += 1
+        return hit
+
+    def delay_s(self, key: str) -> float:
+        """Seconds to wait before answering: the steady latency, plus a spike on some requests."""
+        delay = self.config.latency_ms / 1000.0
+        if self.config.spike_ms and self._draw("spike", key, self.config.spike_rate):
+            delay += self.config.spike_ms / 1000.0
+        return delay
 
     def fail(self, key: str) -> bool:
         return self._draw("fail", key, self.config.fail_rate)

@@ -142,9 +142,10 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(body, _Answer):
                 status = self._send(method, body, truncate=False)
                 return
-            if faults.config.latency_ms:
-                time.sleep(faults.config.latency_ms / 1000.0)
             key, answer = self._route(method, body, content, faults)
+            delay = faults.delay_s(key)
+            if delay:
+                time.sleep(delay)
             if faults.fail(key):
                 answer = _Answer(503, b'{"status":"ERROR","msg":"Service Unavailable (injected fault)"}',
                                  headers={"Retry-After": "0"}, may_truncate=False)
@@ -347,6 +348,11 @@ class ArchiveServer:
     @property
     def faults(self) -> FaultConfig:
         return self._state[1].config
+
+    @property
+    def faults_injected(self) -> dict[str, int]:
+        """Faults injected since the knobs were last set, by kind (fail, truncate, executing, spike)."""
+        return dict(self._state[1].injected)
 
     def configure(self, *, sky_dir: str | Path | None = _UNSET, replay_dir: str | Path | None = _UNSET,
                   faults: FaultConfig | None = _UNSET) -> None:

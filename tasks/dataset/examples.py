@@ -103,6 +103,11 @@ def plan_examples(tables: dict[str, pa.Table | None], params: BuildDatasetParams
     summary_rows = [] if summaries is None else _rows(
         summaries, ("proposal_id", "abstract_sha256", "caption", "objects_and_phenomena", "science_use_cases",
                     "status"), "summaries", ("proposal_id",))
+    if summaries is not None and "caption" not in summaries.column_names and not {
+            "objects_and_phenomena", "science_use_cases"} <= set(summaries.column_names):
+        # Not a summaries table at all: say so, rather than quarantine every example as 'no_summary'.
+        raise InputError(f"table 'summaries' has neither a caption column nor the two summary lists "
+                         f"(has {summaries.column_names}): rerun `hubbleclip summarize`")
 
     stats: Counter[str] = Counter()
     rejects: list[QuarantineRecord] = []

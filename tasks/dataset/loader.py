@@ -37,7 +37,7 @@ from tasks.dataset.augment import augment_batch, draw_params
 from tasks.dataset.batch import Batch
 from tasks.dataset.sampler import ProposalBatcher, Row, shuffle_rows
 from tasks.dataset.text import choose_caption, tokenize
-from tasks.dataset.versions import DatasetVersion, ShardInfo
+from tasks.dataset.versions import DatasetVersion, ShardInfo, check_shard_schema
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ class ShardDataset(IterableDataset):
                         handle = fs.open(path, "rb")
                         handles.append(handle)
                         files[seg.shard] = pq.ParquetFile(handle)
+                        check_shard_schema(files[seg.shard].schema_arrow, f"dataset shard {self.shards[seg.shard].url}")
                     table = files[seg.shard].read_row_group(seg.row_group, columns=_COLUMNS)
                     table = table.slice(seg.start, seg.rows)
                     images = table.column("image").combine_chunks().field("bytes").to_pylist()

@@ -171,7 +171,8 @@ def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = No
 
     reasons = Counter(r.reason for r in rejects)
     if rejects:
-        tables.append("quarantine", table_from_records(rejects, QUARANTINE_SCHEMA))
+        tables.append("quarantine", table_from_records(rejects, QUARANTINE_SCHEMA),
+                      unique_on=("record_id", "stage", "reason"))  # a rebuild after a kill adds none twice
         log.warning("build_dataset %s: %d records quarantined: %s", version, len(rejects), dict(reasons))
     if not shards:
         raise InputError(f"no usable examples: {plan.stats.get('examples_planned', 0)} planned, "

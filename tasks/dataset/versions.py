@@ -37,6 +37,15 @@ MANIFEST_NAME = "dataset"
 _VERSION = re.compile(r"^[0-9a-f]{16}$")
 
 
+def check_shard_schema(schema: pa.Schema, where: str) -> None:
+    """InputError naming the shard unless its schema is the example schema (metadata aside)."""
+    expected = EXAMPLE_SCHEMA.remove_metadata()
+    if not schema.remove_metadata().equals(expected):
+        missing = [f.name for f in expected if f.name not in schema.names]
+        raise InputError(f"{where} does not have the dataset's example schema"
+                         + (f" (missing {missing})" if missing else f" (has {schema.names})"))
+
+
 def compute_version(inputs: Mapping[str, str], config: Mapping[str, Any]) -> str:
     """The version id: 16 hex digits of sha256 over the input digests and the build config."""
     blob = json.dumps({"inputs": dict(inputs), "config": dict(config)}, sort_keys=True, default=str)
@@ -139,6 +148,8 @@ class DatasetVersion:
                 raise InputError(f"dataset {self.version}: shard {entry.path} is missing")
             if sha256_of(fs, path) != entry.sha256:
                 raise InputError(f"dataset {self.version}: shard {entry.path} does not match its manifest sha256")
+            with fs.open(path, "rb") as fh:
+                check_shard_schema(pq.ParquetFile(fh).schema_arrow, f"dataset {self.version}: shard {entry.path}")
 
     def iter_batches(self, split: str, columns: Sequence[str] | None = None,
                      batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
@@ -146,8 +157,9 @@ class DatasetVersion:
         for shard in self.shards(split):
             fs, path = open_fs(shard.url)
             with fs.open(path, "rb") as fh:
-                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_rows,
-                                                           columns=list(columns) if columns else None)
+                parquet = pq.ParquetFile(fh)
+                check_shard_schema(parquet.schema_arrow, f"dataset {self.version}: shard {shard.url}")
+                yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
 
     def iter_examples(self, split: str, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """One dict per example, in stored order; the JPEG is at row['image']['bytes'] if asked for."""

@@ -131,7 +131,7 @@ class HeldOut:
 def load_held_out(data: str, version: str, split: str, caption_source: str, max_items: int | None) -> HeldOut:
     from tasks.dataset import open_dataset
 
-    dataset = open_dataset(data, version, verify=False)
+    dataset = open_dataset(data, version, verify=True)  # the first read: every shard checked against the manifest
     caption_col = "caption_summary" if caption_source == "summary" else "caption_abstract"
     out = HeldOut([], [], [], [], [])
     batches = (b for part in HELDOUT_SPLITS[split]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from schemas.ingest import IngestParams
 from tasks.mast.stage import run_ingest
+from tasks.secrets import install_redaction
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = Path(args[0]).read_text() if Path(args[0]).is_file() else args[0]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_redaction()
     result = run_ingest(IngestParams.model_validate_json(text))
     print(result.model_dump_json())
     return 0

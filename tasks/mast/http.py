@@ -125,9 +125,10 @@ def configure_session(session: requests.Session, settings: Settings, *, backoff_
     current = session.headers.get("User-Agent", "")
     if settings.user_agent not in current:
         session.headers["User-Agent"] = f"{settings.user_agent} {current}".strip()
-    if settings.mast_token:
+    token = settings.mast_token.get_secret_value()
+    if token:
         # What MastAuth.login sets, without its live session_info round trip.
-        session.headers["Authorization"] = f"token {settings.mast_token}"
+        session.headers["Authorization"] = f"token {token}"
     record = ResponseLog()
     session.hooks["response"].append(_track_response(record))
     return record

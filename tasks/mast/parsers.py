@@ -50,6 +50,17 @@ def decode_text(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+def decode_lines(data: bytes) -> str:
+    """Like decode_text, line by line: in a file assembled from many records (the catalog), one
+    record's stray Windows-1252 bytes must not turn every other record's UTF-8 into mojibake."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\n".join(decode_text(line) for line in data.split(b"\n"))
+
+
 def _squash(line: str) -> str:
     return re.sub(r"\s+", " ", line).strip()
 
@@ -282,7 +293,7 @@ def parse_catalog(data: bytes) -> tuple[list[Proposal], list[tuple[str, ParseErr
     records: list[Proposal] = []
     failures: list[tuple[str, ParseError]] = []
     # The flat file is generated from web pages: HTML entities (&amp;, &#8220;) may survive in it.
-    for n, block in enumerate(_catalog_blocks(html.unescape(decode_text(data))), start=1):
+    for n, block in enumerate(_catalog_blocks(html.unescape(decode_lines(data))), start=1):
         try:
             records.append(_catalog_record(block))
         except ParseError as err:

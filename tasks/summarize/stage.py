@@ -46,7 +46,11 @@ PROPOSALS_TABLE = "proposals"
 SUMMARIES_TABLE = "summaries"
 CACHE_TABLE = "summary_cache"
 QUARANTINE_TABLE = "quarantine"
-SUMMARIES_SCHEMA = arrow_schema_for(SummaryRecord)
+CACHE_SCHEMA = arrow_schema_for(SummaryRecord)
+# `summaries` is a pure function of the proposals and the config: it leaves out when each summary
+# was made (kept in the cache), so two runs over the same input write the same file, hence the
+# same digest and the same downstream dataset version (docs/reliability.md).
+SUMMARIES_SCHEMA = pa.schema([f for f in CACHE_SCHEMA if f.name != "created_at"])
 MAX_ABSTRACT_WORDS = 1500  # ~2k tokens: real abstracts are < 500 words; longer is a parsing accident
 CHUNK_ABSTRACTS = 64  # progress and cache-append granularity (vLLM takes everything in one call)
 CUTOFF_RATE_TARGET = 0.005
@@ -176,7 +180,7 @@ def _generate(store: TableStore, backend: SummarizerBackend, params: SummarizePa
             if outcome.summary is not None:
                 fresh[key] = _record(*owner[key], outcome, config, key)
         if fresh:
-            store.append(CACHE_TABLE, pa.Table.from_pylist(list(fresh.values()), schema=SUMMARIES_SCHEMA))
+            store.append(CACHE_TABLE, pa.Table.from_pylist(list(fresh.values()), schema=CACHE_SCHEMA))
             new_rows.update(fresh)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from schemas.errors import InputError, PermanentRemoteError, RemoteError
 from schemas.summary import SamplingConfig, SummarizeParams, SummaryLimits, summary_json_schema
+from tasks.secrets import get_secret
 from tasks.summarize.backends.base import RawOutput, missing_extra
 from tasks.summarize.prompt import PromptTemplate, load_prompt
 
@@ -55,7 +56,8 @@ class OpenAIBackend:
         self.limits = limits
         self.concurrency = params.concurrency
         # The client's own retries cover single dropped connections; the stage retries the rest.
-        self.client = openai.OpenAI(base_url=params.base_url, api_key=params.api_key,
+        # The key comes from the environment (a Secret block under Prefect), never from params.
+        self.client = openai.OpenAI(base_url=params.base_url, api_key=get_secret("vllm_api_key") or "EMPTY",
                                     timeout=params.request_timeout_s, max_retries=2)
         self.model_id = params.model or self._served_model()
         self.model = outlines.from_vllm(self.client, self.model_id)
