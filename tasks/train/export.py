@@ -1,0 +1,181 @@
+"""Exported models: what evaluation loads, in open_clip's own formats.
+
+A run writes two model folders (runs/<run>/final/ at the end, runs/<run>/base/ at step 0, so
+the base model is always evaluable beside the fine-tuned one, even where its pretrained tag
+cannot be downloaded):
+
+    open_clip_pytorch_model.bin   the CLIP state dict (torch.save)
+    open_clip_config.json         {"model_cfg": ..., "preprocess_cfg": ...}: the config really built
+    head.pt                       MLP head weights (frozen-head variant only)
+    model.json                    model name, loss, head, checkpoint sha256, step, dataset version
+
+So both `open_clip.create_model_and_transforms(name, pretrained=".../open_clip_pytorch_model.bin")`
+and `open_clip.create_model_and_transforms("local-dir:.../final")` rebuild the CLIP; `load_trained`
+does that plus the head and WiSE-FT interpolation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from torch import nn
+
+from schemas.errors import InputError
+from storage.fs import atomic_write_bytes, exists, join, open_fs, read_bytes, read_text
+from tasks.train.checkpoint import model_state
+from tasks.train.model import HeadedCLIP, register_project_models
+from tasks.train.wise_ft import interpolate_state_dicts
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "open_clip_pytorch_model.bin"
+CONFIG_FILE = "open_clip_config.json"
+HEAD_FILE = "head.pt"
+META_FILE = "model.json"
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def export_model(directory: str, model: nn.Module, *, model_name: str, model_cfg: dict[str, Any],
+                 preprocess_cfg: dict[str, Any], meta: dict[str, Any]) -> str:
+    """Write an open_clip-loadable model folder; returns the checkpoint sha256 (weights + head)."""
+    base, head = model_state(model)
+    weights = _torch_bytes(base)
+    digest = hashlib.sha256(weights)
+    atomic_write_bytes(join(directory, WEIGHTS_FILE), weights)
+    if head:
+        head_bytes = _torch_bytes(head)
+        digest.update(head_bytes)
+        atomic_write_bytes(join(directory, HEAD_FILE), head_bytes)
+    pp = {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess_cfg.items()}
+    config = {"model_cfg": model_cfg, "preprocess_cfg": pp}
+    atomic_write_bytes(join(directory, CONFIG_FILE), json.dumps(config, indent=2).encode())
+    sha = digest.hexdigest()
+    info = {**meta, "model": model_name, "checkpoint_sha256": sha, "head": bool(head),
+            "head_hidden": _head_hidden(head), "weights": WEIGHTS_FILE}
+    # Written last: a folder without model.json is an export that did not finish.
+    atomic_write_bytes(join(directory, META_FILE), json.dumps(info, indent=2, sort_keys=True).encode())
+    return sha
+
+
+def _head_hidden(head: dict[str, torch.Tensor]) -> int | None:
+    weight = head.get("image_head.fc1.weight")
+    return int(weight.shape[0]) if weight is not None else None
+
+
+@dataclass
+class TrainedModel:
+    """What evaluation needs: an eval-mode model, its tokenizer and eval transform, and its hash."""
+
+    model: nn.Module
+    tokenizer: Any
+    preprocess: Any
+    checkpoint_sha256: str
+    info: dict[str, Any]
+
+    def __iter__(self):  # (model, tokenizer, preprocess, checkpoint_sha256) unpacking
+        return iter((self.model, self.tokenizer, self.preprocess, self.checkpoint_sha256))
+
+
+def _model_dir(run_or_model_dir: str, which: str) -> str:
+    if exists(join(run_or_model_dir, META_FILE)):
+        return run_or_model_dir
+    directory = join(run_or_model_dir, which)
+    if not exists(join(directory, META_FILE)):
+        raise InputError(f"no finished {which!r} model under {run_or_model_dir} (missing {which}/{META_FILE})")
+    return directory
+
+
+def _local_dir(directory: str) -> Path:
+    """A local folder holding the model files (remote data roots are copied to a temp dir)."""
+    fs, path = open_fs(directory)
+    if isinstance(fs, LocalFileSystem):
+        return Path(path)
+    local = Path(tempfile.mkdtemp(prefix="hubbleclip-model-"))
+    for name in (WEIGHTS_FILE, CONFIG_FILE, HEAD_FILE, META_FILE):
+        url = join(directory, name)
+        if exists(url):
+            (local / name).write_bytes(read_bytes(url))
+    return local
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _verify_weights(local: Path, info: dict[str, Any], directory: str) -> None:
+    """Refuse weights whose bytes are not the ones export_model hashed: never load a swapped file."""
+    digest = hashlib.sha256((local / WEIGHTS_FILE).read_bytes())
+    if (local / HEAD_FILE).exists():
+        digest.update((local / HEAD_FILE).read_bytes())
+    if digest.hexdigest() != info.get("checkpoint_sha256"):
+        raise InputError(f"model {directory}: weights do not match the hash recorded in {META_FILE}")
+
+
+def load_trained(run_dir: str, *, which: str = "final", wise_ft_alpha: float | None = None,
+                 device: str | torch.device = "cpu") -> TrainedModel:
+    """Load a run's model for evaluation: (model, tokenizer, preprocess, checkpoint_sha256).
+
+    `run_dir` is runs/<run>/ (or a model folder itself); `which` is 'final' or 'base'. With
+    `wise_ft_alpha`, the weights are (1 - alpha) * base + alpha * final (alpha=1: final).
+    """
+    register_project_models()
+    directory = _model_dir(run_dir, which)
+    info = json.loads(read_text(join(directory, META_FILE)))
+    local = _local_dir(directory)
+    _verify_weights(local, info, directory)
+    name = info["model"]
+    config = json.loads((local / CONFIG_FILE).read_text())
+    model_cfg = config["model_cfg"]
+    kwargs: dict[str, Any] = {}
+    if "init_logit_bias" in model_cfg:
+        kwargs["init_logit_bias"] = model_cfg["init_logit_bias"]
+    weights = str(local / WEIGHTS_FILE)
+    if name.startswith(("local-dir:", "hf-hub:")):
+        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{local}")
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{local}")
+    else:
+        image_size = model_cfg.get("vision_cfg", {}).get("image_size")
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=weights, force_image_size=image_size, **kwargs)
+        tokenizer = open_clip.get_tokenizer(name)
+    sha = info["checkpoint_sha256"]
+    if info.get("head"):
+        model = HeadedCLIP(model, int(info["head_hidden"]))
+        model.load_state_dict({**{f"base.{k}": v for k, v in model.base.state_dict().items()},
+                               **_read_state(local / HEAD_FILE)})
+    if wise_ft_alpha is not None:
+        base_dir = _model_dir(run_dir, "base") if directory != run_dir else None
+        if base_dir is None:
+            raise InputError("WiSE-FT needs the run directory (with base/ and final/), not a model folder")
+        base_local = _local_dir(base_dir)
+        base_state = _full_state(base_local)
+        ft_state = model.state_dict()
+        model.load_state_dict(interpolate_state_dicts(base_state, ft_state, wise_ft_alpha))
+        base_sha = json.loads(read_text(join(base_dir, META_FILE)))["checkpoint_sha256"]
+        sha = hashlib.sha256(f"wise-ft:{base_sha}:{sha}:{wise_ft_alpha}".encode()).hexdigest()
+        info = {**info, "wise_ft_alpha": wise_ft_alpha, "base_checkpoint_sha256": base_sha}
+    model.to(device).eval()
+    return TrainedModel(model, tokenizer, preprocess, sha, info)
+
+
+def _full_state(local: Path) -> dict[str, torch.Tensor]:
+    """State dict of an exported folder in the key layout of the loaded model (HeadedCLIP or CLIP)."""
+    state = _read_state(local / WEIGHTS_FILE)
+    if (local / HEAD_FILE).exists():
+        return {**{f"base.{k}": v for k, v in state.items()}, **_read_state(local / HEAD_FILE)}
+    return state

@@ -1,0 +1,224 @@
+"""The train stage: `run_train(params) -> StageResult`, writing runs/<run>/ under the data root.
+
+    runs/<run>/config.json        the resolved TrainConfig, the dataset version, the model info
+    runs/<run>/metrics.jsonl      train and validation metrics (plus tensorboard/ on local roots)
+    runs/<run>/checkpoints/       step_N.pt (newest few), last.pt, best.pt: resumable, open_clip-loadable
+    runs/<run>/base/              the model at step 0 (always evaluated beside the fine-tuned one)
+    runs/<run>/final/             the trained model (open_clip formats; see export.py)
+    runs/<run>/manifest.json      written last: inputs (dataset digest), config, files; the cache key
+
+The run name is `<dataset version>-<preset>-<hash>`, the hash covering the dataset digest and
+the config fields that change the weights. An unchanged dataset and config find a finished
+manifest and return at once (cached); an interrupted run resumes from checkpoints/last.pt.
+Every input is checked (model name, pretrained tag or file, dataset and its train split, a
+resumable checkpoint's fit) before the model is trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from schemas.errors import InputError
+from schemas.manifest import FileEntry, Manifest
+from schemas.stage import StageResult
+from schemas.train import TrainConfig, TrainParams
+from storage import DataLayout
+from storage.fs import atomic_write_bytes, exists, join, open_fs, read_bytes, read_text
+from tasks.train.batches import BatchStream
+from tasks.train.checkpoint import (
+    checkpoint_bytes,
+    load_checkpoint,
+    prune_step_checkpoints,
+    restore_training_state,
+    write_checkpoint,
+)
+from tasks.train.data import open_training_data
+from tasks.train.distributed import DistInfo, barrier, init_distributed
+from tasks.train.export import META_FILE, WEIGHTS_FILE, export_model
+from tasks.train.loop import FitState, Trainer, fit
+from tasks.train.model import check_model_name, check_pretrained, create_clip, get_tokenizer
+from tasks.train.presets import resolve_config
+from tasks.train.run_log import METRICS_FILE, MetricsLog
+
+log = logging.getLogger(__name__)
+
+STAGE = "train"
+MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "config.json"
+RUN_FORMAT = 1
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+def config_hash(cfg: TrainConfig, dataset_digest: str) -> str:
+    blob = json.dumps({"format": RUN_FORMAT, "dataset": dataset_digest, "config": cfg.hashed_fields()},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_name_for(cfg: TrainConfig, dataset_version: str, dataset_digest: str) -> str:
+    return f"{dataset_version}-{cfg.preset}-{config_hash(cfg, dataset_digest)[:10]}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class RunWriter:
+    """The loop's callbacks: metrics and checkpoints into runs/<run>/ (rank 0 writes; others skip)."""
+
+    def __init__(self, run_dir: str, cfg: TrainConfig, dist: DistInfo, metrics: MetricsLog | None,
+                 meta: dict[str, Any]):
+        self.run_dir = run_dir
+        self.checkpoints = join(run_dir, "checkpoints")
+        self.cfg = cfg
+        self.dist = dist
+        self.metrics = metrics
+        self.meta = meta
+
+    def log_metrics(self, step: int, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.log(step, record)
+
+    def save_checkpoint(self, trainer: Trainer, state: FitState, stream: BatchStream, *,
+                        periodic: bool, best: bool) -> None:
+        if not self.dist.is_main:
+            return
+        data = checkpoint_bytes(model=trainer.raw_model, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                                step=state.step, loader_state=stream.state_dict(), best=state.as_dict(),
+                                meta=self.meta)
+        if best:
+            write_checkpoint(join(self.checkpoints, "best.pt"), data)
+        if periodic:
+            write_checkpoint(join(self.checkpoints, f"step_{state.step}.pt"), data)
+            prune_step_checkpoints(self.checkpoints, self.cfg.keep_checkpoints)
+            # last.pt is written after step_N.pt: whatever it names has a step file beside it.
+            write_checkpoint(join(self.checkpoints, "last.pt"), data)
+            if self.metrics is not None:
+                self.metrics.flush()
+        log.info("checkpoint at step %d%s", state.step, " (best so far)" if best else "")
+
+
+def _cached_result(run_dir: str, expected_inputs: dict[str, str], expected_config: dict[str, Any]) -> StageResult | None:
+    url = join(run_dir, MANIFEST_FILE)
+    if not exists(url):
+        return None
+    manifest = Manifest.from_json(read_text(url))
+    if manifest.inputs != expected_inputs or manifest.config != expected_config:
+        return None
+    return _result(run_dir, manifest, cached=True)
+
+
+def _result(run_dir: str, manifest: Manifest, cached: bool) -> StageResult:
+    return StageResult(
+        stage=STAGE, digest=manifest.digest, cached=cached,
+        outputs={"run_dir": run_dir, "final": join(run_dir, "final"), "base": join(run_dir, "base"),
+                 "metrics": join(run_dir, METRICS_FILE), "checkpoints": join(run_dir, "checkpoints")},
+        stats=dict(manifest.stats),
+    )
+
+
+def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> StageResult:
+    """Train (or resume, or find already trained) the run the params describe."""
+    cfg = resolve_config(params)
+    # Cheap checks first, so a typo costs seconds, not a GPU allocation.
+    check_model_name(cfg.model)
+    check_pretrained(cfg.model, cfg.pretrained)
+    data = open_training_data(params.data, params.dataset_version)
+    run = params.run_name or run_name_for(cfg, data.version, data.digest)
+    run_dir = join(DataLayout(params.data).runs, run)
+    inputs = {"dataset": data.digest}
+    hashed = {**cfg.hashed_fields(), "dataset_version": data.version}
+    cached = _cached_result(run_dir, inputs, hashed)
+    if cached is not None:
+        log.info("run %s already finished with this dataset and config: nothing to train", run)
+        return cached
+
+    resume_payload = None
+    last = join(run_dir, "checkpoints", "last.pt")
+    if params.resume and exists(last):
+        resume_payload = load_checkpoint(last)
+        saved = resume_payload.get("meta", {}).get("config_hash")
+        if saved != config_hash(cfg, data.digest):
+            raise InputError(f"checkpoint {last} belongs to another config or dataset: "
+                             "use another run_name or resume=False")
+
+    dist = init_distributed(cfg.device)
+    seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+    created = create_clip(cfg, dist.device)
+    tokenizer = get_tokenizer(cfg.model)
+    image_size = int(created.preprocess_cfg["size"][0] if isinstance(created.preprocess_cfg["size"], tuple | list)
+                     else created.preprocess_cfg["size"])
+    meta = {"config_hash": config_hash(cfg, data.digest), "model": cfg.model, "run": run,
+            "dataset_version": data.version, "dataset_digest": data.digest}
+    if dist.is_main:
+        atomic_write_bytes(join(run_dir, CONFIG_FILE), json.dumps(
+            {"config": cfg.model_dump(mode="json"), "dataset": {"version": data.version, "digest": data.digest,
+                                                                 "counts": data.counts},
+             "model_info": created.info, "world_size": dist.world_size, "run": run,
+             "config_hash": meta["config_hash"]}, indent=2, sort_keys=True).encode())
+        if not exists(join(run_dir, "base", META_FILE)):
+            export_model(join(run_dir, "base"), created.model, model_name=cfg.model, model_cfg=created.model_cfg,
+                         preprocess_cfg=created.preprocess_cfg, meta={**meta, "step": 0, "which": "base"})
+
+    trainer = Trainer(created.model, cfg, dist, mean=tuple(created.preprocess_cfg["mean"]),
+                      std=tuple(created.preprocess_cfg["std"]))
+    pin = dist.device.type == "cuda"
+    stream = BatchStream(data.train_batches(cfg, tokenizer, image_size, rank=dist.rank,
+                                            world_size=dist.world_size, pin_memory=pin))
+    state = FitState()
+    if resume_payload is not None:
+        state.step = restore_training_state(resume_payload, model=created.model, optimizer=trainer.optimizer,
+                                            scheduler=trainer.scheduler, source=last)
+        best = resume_payload.get("best") or {}
+        if best.get("best_metric") is not None:
+            state.best_metric, state.best_step = float(best["best_metric"]), int(best["best_step"])
+        stream.load_state_dict(resume_payload.get("loader") or {})
+        # Each rank drew its own RNG before the save; rank r re-seeds its data order from the loader state.
+        log.info("resuming run %s at step %d of %d", run, state.step, cfg.steps)
+
+    metrics = MetricsLog(run_dir, resume_step=state.step, tensorboard=True, wandb=params.wandb, run_name=run,
+                         config=cfg.model_dump(mode="json")) if dist.is_main else None
+    writer = RunWriter(run_dir, cfg, dist, metrics, meta)
+    val = data.val_batches(cfg, tokenizer, image_size, pin_memory=pin) if dist.is_main else None
+    try:
+        state = fit(trainer, stream, state=state, callbacks=writer, val_batches=val, progress=progress)
+    finally:
+        if metrics is not None:
+            metrics.close()
+    barrier(dist)
+    if not dist.is_main:
+        return StageResult(stage=STAGE, digest="", outputs={"run_dir": run_dir}, stats={"rank": dist.rank})
+
+    sha = export_model(join(run_dir, "final"), created.model, model_name=cfg.model, model_cfg=created.model_cfg,
+                       preprocess_cfg=created.preprocess_cfg, meta={**meta, "step": state.step, "which": "final"})
+    stats = {"steps": state.step, "final_train_loss": state.last_loss, "best_step": state.best_step,
+             "best_top10pct_image_to_text": state.best_metric if state.best_step >= 0 else None,
+             "final_val": state.last_val, "checkpoint_sha256": sha, "run": run,
+             "dataset_version": data.version, "world_size": dist.world_size,
+             "samples_per_s": state.samples / state.seconds if state.seconds else None}
+    weights = join(run_dir, "final", WEIGHTS_FILE)
+    manifest = Manifest(name=f"run-{run}", files=[FileEntry(path=f"final/{WEIGHTS_FILE}", rows=0,
+                                                            bytes=_size(weights), sha256=_sha(weights))],
+                        inputs=inputs, config=hashed, stats=stats)
+    atomic_write_bytes(join(run_dir, MANIFEST_FILE), manifest.to_json().encode())
+    return _result(run_dir, manifest, cached=False)
+
+
+def _sha(url: str) -> str:
+    return hashlib.sha256(read_bytes(url)).hexdigest()
+
+
+def _size(url: str) -> int:
+    fs, path = open_fs(url)
+    return int(fs.size(path))

@@ -1,0 +1,32 @@
+"""benchmarks/train_gpu.py must run where Prefect is absent (the GPU image): a CPU smoke run proves it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+_BLOCK_PREFECT = (
+    "import sys\n"
+    "class _Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'prefect' or name.startswith('prefect.'):\n"
+    "            raise ImportError('prefect is not installed here')\n"
+    "sys.meta_path.insert(0, _Block())\n"
+    "from benchmarks.train_gpu import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+def test_the_gpu_benchmark_runs_without_prefect_on_a_self_made_dataset(tmp_path):
+    args = ["--device", "cpu", "--model", "hubbleclip-tiny", "--batches", "8", "--steps", "2", "--warmup", "1",
+            "--modes", "eager", "--no-open-clip", "--workers", "0", "--precision", "fp32", "--examples", "32",
+            "--unique-images", "4", "--data", str(tmp_path / "data")]
+    done = subprocess.run([sys.executable, "-c", _BLOCK_PREFECT, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "built dataset" in done.stdout and "GFLOP per sample" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.strip().startswith("8  eager")]
+    assert len(rows) == 2 and "shards" in rows[0] and "bare" in rows[1], done.stdout
