@@ -67,8 +67,7 @@ def train(root: Path, version: str, *, shuffled: bool, steps: int, batch_size: i
     from tasks.train import run_train
 
     params = TrainParams(data=str(root), dataset_version=version, preset="tiny", steps=steps,
-                         batch_size=batch_size, shuffled_pairs=shuffled, seed=seed, device="cpu",
-                         val_every=max(1, steps // 4), checkpoint_every=steps, workers=1)
+                         batch_size=batch_size, shuffled_pairs=shuffled, seed=seed, device="cpu")
     started = time.perf_counter()
     result = run_train(params)
     seconds = time.perf_counter() - started
@@ -83,7 +82,7 @@ def train(root: Path, version: str, *, shuffled: bool, steps: int, batch_size: i
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="./bench-data/train_cpu")
-    parser.add_argument("--proposals", type=int, default=400)
+    parser.add_argument("--proposals", type=int, default=1200)
     parser.add_argument("--steps", type=int, default=None, help="default: the tiny preset's")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the tiny preset's")
     parser.add_argument("--budget-s", type=float, default=300.0)
