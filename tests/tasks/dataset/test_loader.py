@@ -102,6 +102,36 @@ def test_resuming_from_a_saved_position_continues_the_same_stream(built, tokeniz
     assert resumed.state_dict()["epoch"] == 2 and resumed.state_dict()["position"] == 0
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_training_workers_live_across_epochs_and_give_each_epoch_its_own_order(built, tokenizer, monkeypatch):
+    # 11 batches per epoch from 3 workers delivering 4, 4 and 3: worker 2 sends a pad each epoch.
+    options = dict(batch_size=8, seed=3, num_workers=3, caption_source="abstract")
+    started = []
+    original = type(make(built, "train", tokenizer, **options))._data_loader
+
+    def counting(self):
+        started.append(self.epoch)
+        return original(self)
+
+    long_lived = make(built, "train", tokenizer, **options)
+    monkeypatch.setattr(type(long_lived), "_data_loader", counting)
+    epochs = [[(b.obsids, b.captions) for b in long_lived] for _ in range(3)]
+    assert started == [0]  # one set of worker processes for all three epochs
+    assert len(long_lived) == 11 and [len(e) for e in epochs] == [11, 11, 11]
+    for epoch, got in enumerate(epochs):
+        fresh = make(built, "train", tokenizer, **options)
+        fresh.set_epoch(epoch)
+        assert got == [(b.obsids, b.captions) for b in fresh]  # the layout of a loader started at that epoch
+    assert epochs[0] != epochs[1]  # and each epoch is reshuffled
+    # An epoch left unfinished cannot be continued by the live workers: the next iteration starts over.
+    started.clear()
+    partial = iter(long_lived)
+    next(partial)
+    long_lived.set_epoch(5)
+    assert [b.obsids for b in long_lived][:1] and started == [5]
+    long_lived.close()
+
+
 def test_a_state_from_another_layout_restarts_at_the_next_epoch(built):
     loader = make(built, "train", batch_size=4, world_size=2, rank=0)
     loader.load_state_dict({**loader.state_dict(), "epoch": 3, "position": 2, "world_size": 4})
