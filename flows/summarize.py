@@ -1,69 +1,113 @@
 """Prefect flow `summarize`: proposals table -> summaries table (tasks.summarize).
 
-The task's cache key is the proposals manifest digest + the current summaries digest + the params
-+ the stage's code version (prompt templates and vocabulary included: flows.caching), so a rerun
-on unchanged input is a cache hit; when Prefect's record is gone, run_summarize still skips by
-itself (its manifest records the inputs and config) and reuses every cached summary.
-Infrastructure failures (a vLLM server down) are retried; user errors and unconstrained output
-are not.
+The flow plans in its own process (tasks.summarize.stage.plan_summarize): the stage cache (the
+summaries manifest already records these proposals and this config: nothing to do) and the
+per-abstract cache lookup. Only the abstracts without a cached summary are split into batches
+(CHUNK_ABSTRACTS each, a bounded number of them; vLLM gets one batch, since it schedules its own),
+and the task `summarize-batch` is mapped over them. On the default thread runner the batches run in
+this process; when the pipeline runs the stage on Dask (flows.stages swaps the task runner), they
+run on the Dask workers, each of which loads its backend once and keeps it for the batches it gets.
+
+A batch returns JSON-safe rows and failures only, never live objects. The flow appends each
+finished batch's summaries to `summary_cache` (a killed run keeps them) and writes `summaries` once,
+in proposal order, so the table and its digest are the same whatever ran the batches. A failed
+batch fails the run after the others are cached. Infrastructure failures (a vLLM server down) are
+retried per batch; user errors and unconstrained output are not.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from typing import Any
+
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import unmapped
 
-from flows.caching import is_retryable, stage_task_options
+from flows.caching import is_retryable
 from flows.secrets import prepare_secrets
 from schemas.stage import StageResult
 from schemas.summary import SummarizeParams
-from storage.layout import DataLayout
-from storage.tables import TableStore
-from tasks.summarize import run_summarize
-from tasks.summarize.stage import PROPOSALS_TABLE, SUMMARIES_TABLE
+from tasks.summarize.stage import (
+    cache_summaries,
+    finish_summarize,
+    plan_summarize,
+    release_backends,
+    summarize_batch,
+    summary_batches,
+)
 
-CODE = ("flows.summarize", "tasks.summarize", "schemas.summary", "schemas.vocabulary", "storage",
-        "schemas.manifest", "schemas.records", "schemas.arrow")
-
-
-@task(name="summarize-abstracts", retries=2, retry_delay_seconds=[5, 30], retry_jitter_factor=0.3,
-      retry_condition_fn=is_retryable)
-def summarize_abstracts_task(params: SummarizeParams, upstream: dict[str, str],
-                             code: tuple[str, ...] = CODE) -> StageResult:
-    """Run the stage; `upstream` and `code` are here for the cache key."""
-    logger = get_run_logger()
-    last = [-1]
-
-    def progress(done: int, total: int) -> None:
-        percent = 100 * done // max(total, 1)
-        if percent // 10 != last[0] // 10 or done == total:  # a line per 10%, not per abstract
-            last[0] = percent
-            logger.info("summarized %d of %d abstracts (%d%%)", done, total, percent)
-
-    return run_summarize(params, progress=progress)
+# Threads of the default runner: batches of a backend that holds a model take turns on it anyway;
+# the extractive and openai backends run side by side.
+THREADS = max(2, min(4, os.cpu_count() or 1))
 
 
-def _digest(store: TableStore, name: str) -> str:
-    manifest = store.manifest(name)
-    return manifest.digest if manifest is not None else ""
+@task(name="summarize-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
+      retry_jitter_factor=0.3, retry_condition_fn=is_retryable)
+def summarize_batch_task(params: SummarizeParams, config: dict[str, Any], items: list[dict[str, str]]) -> dict:
+    """One batch of abstracts on this worker's (cached) backend: JSON-safe rows and failures."""
+    prepare_secrets()  # a Dask worker has its own environment: the vLLM API key from a Secret block
+    return summarize_batch(params, config, items)
 
 
-@flow(name="summarize", log_prints=False)
+@flow(name="summarize", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=False)
 def summarize(params: SummarizeParams | None = None) -> StageResult:
     """Summarize proposal abstracts into '<objects>; <use cases>' captions with the chosen backend."""
     params = params or SummarizeParams()
     prepare_secrets()  # the vLLM API key (and S3 keys) from Secret blocks, when the environment has none
     logger = get_run_logger()
-    store = TableStore(DataLayout(params.data).tables)
-    # The output's digest joins the key: a deleted or replaced summaries table is never a cache hit.
-    upstream = {PROPOSALS_TABLE: _digest(store, PROPOSALS_TABLE), SUMMARIES_TABLE: _digest(store, SUMMARIES_TABLE)}
-    result = summarize_abstracts_task.with_options(**stage_task_options(params.data, refresh=False))(params, upstream)
+    try:
+        result = _summarize(params, logger)
+    finally:
+        release_backends()  # what this process loaded (thread runner, or planning's openai client)
+    _report(params, result)
+    logger.info("summaries %s: %s rows, %s new, %s failed", result.digest[:12], result.stats.get("summaries"),
+                result.stats.get("generated"), result.stats.get("failed"))
+    return result
+
+
+def _summarize(params: SummarizeParams, logger: Any) -> StageResult:
+    plan = plan_summarize(params)
+    if plan.cached is not None:
+        return plan.cached
+    batches = summary_batches(plan)
+    logger.info("%d abstracts to summarize in %d batches (%d cached)", len(plan.pending), len(batches), plan.reused)
+    started = time.perf_counter()
+    futures = summarize_batch_task.map(unmapped(params), unmapped(plan.config), batches) if batches else []
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+    index = {future.task_run_id: i for i, future in enumerate(futures)}
+    done = last = 0
+    for future in as_completed(futures):
+        try:
+            batch = future.result()
+        except Exception as err:  # noqa: BLE001 - the others still finish and are cached first
+            errors.append(err)
+            continue
+        cache_summaries(params.data, batch)  # in the flow's thread: appends are serialised
+        results[index[future.task_run_id]] = batch
+        done += len(batch["rows"]) + len(batch["failures"])
+        percent = 100 * done // max(1, len(plan.pending))
+        if percent // 10 != last // 10 or done == len(plan.pending):  # a line per 10%, not per batch
+            last = percent
+            logger.info("summarized %d of %d abstracts (%d%%)", done, len(plan.pending), percent)
+    if errors:
+        raise errors[0]
+    return finish_summarize(plan, [results[i] for i in range(len(futures))],
+                            generate_seconds=time.perf_counter() - started if batches else None)
+
+
+def _report(params: SummarizeParams, result: StageResult) -> None:
     stats = result.stats
     rows = [
         ("proposals", stats.get("proposals", 0)), ("summaries", stats.get("summaries", 0)),
         ("reused from cache", stats.get("reused", 0)), ("generated", stats.get("generated", 0)),
-        ("failed (quarantined)", stats.get("failed", 0)),
+        ("failed (quarantined)", stats.get("failed", 0)), ("batches", stats.get("batches", 0)),
         ("abstracts/s", stats.get("abstracts_per_s", 0.0)), ("tokens/s", stats.get("tokens_per_s", 0.0)),
         ("output tokens/s", stats.get("output_tokens_per_s", 0.0)),
         ("invalid JSON rate", stats.get("invalid_json_rate", 0.0)), ("cut-off rate", stats.get("cut_off_rate", 0.0)),
@@ -77,6 +121,3 @@ def summarize(params: SummarizeParams | None = None) -> StageResult:
                     f"{stats.get('model_id', params.model)} ({'cached' if result.cached else 'ran'}); "
                     f"failures: {stats.get('failure_reasons', {})}",
     )
-    logger.info("summaries %s: %s rows, %s new, %s failed", result.digest[:12], stats.get("summaries"),
-                stats.get("generated"), stats.get("failed"))
-    return result

@@ -23,7 +23,7 @@ SplitMode = Literal["hash", "cycle"]
 CaptionSource = Literal["summary", "abstract"]
 
 # Bumped when the example layout or the build's logic changes, so old versions are never reused.
-DATASET_FORMAT = 1
+DATASET_FORMAT = 2  # 2: shard boundaries planned before any image is read (scale-out build)
 
 
 class ExampleMeta(BaseModel):

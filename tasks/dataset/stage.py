@@ -2,17 +2,29 @@
 
 `run_build_dataset(params)` is plain Python (no Prefect): it reads the four input manifests,
 names the version by their digests and the config, returns at once if that version exists,
-and otherwise joins, splits, reads each image once, and streams the shards.
+and otherwise joins, splits, reads each image once, and writes the shards.
+
+It is three steps, so the Prefect flow (flows/build_dataset.py) can run the middle one on many
+workers (a Dask cluster) and still write the same bytes:
+
+- `plan_build`: join and split (metadata only), then cut each split into shard-sized chunks by the
+  stored JPEGs' sizes (a stat, not a read) at row-group boundaries. The chunks depend on the inputs
+  and params only, never on the task runner.
+- `build_shard`: one chunk -> one shard `<split>/part-<chunk>.parquet`, written atomically, plus its
+  quarantine records, as JSON-safe data (it can cross machines).
+- `finish_build`: quarantine rows, the manifest (last: the version exists from then on), `latest`.
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
+import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.arrow import QUARANTINE_SCHEMA
@@ -24,8 +36,15 @@ from schemas.stage import StageResult
 from storage import DataLayout, ImageStore, TableStore
 from storage.fs import exists, join
 from storage.tables import table_from_records
-from tasks.dataset.examples import INPUT_TABLES, STAGE, plan_examples
-from tasks.dataset.shards import ShardFile, SplitShardWriter, check_jpeg
+from tasks.dataset.examples import INPUT_TABLES, STAGE, ExamplePlan, plan_examples
+from tasks.dataset.shards import (
+    ShardFile,
+    SplitShardWriter,
+    check_jpeg,
+    object_sizes,
+    shard_from_json,
+    shard_to_json,
+)
 from tasks.dataset.versions import (
     MANIFEST_NAME,
     compute_version,
@@ -110,23 +129,106 @@ def _word_stats(lengths: list[int]) -> dict[str, float]:
             "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
 
 
-def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = None,
-                      read_threads: int = _READ_THREADS) -> StageResult:
-    """Build (or find) the dataset version for these inputs and params. Its digest is the version id."""
+# -- plan: examples and shard-sized chunks ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardChunk:
+    """The examples of one shard to be: part `part` of split `split`, in shard order."""
+
+    split: str
+    part: int
+    examples: tuple[ExampleMeta, ...]
+
+    def payload(self) -> dict[str, Any]:
+        """JSON-safe, for a task on another machine."""
+        return {"split": self.split, "part": self.part,
+                "examples": [m.model_dump(mode="json") for m in self.examples]}
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> ShardChunk:
+        return cls(split=data["split"], part=int(data["part"]),
+                   examples=tuple(ExampleMeta.model_validate(m) for m in data["examples"]))
+
+
+@dataclass
+class BuildPlan:
+    params: BuildDatasetParams
+    version: str
+    inputs: dict[str, str]
+    examples: ExamplePlan
+    chunks: list[ShardChunk] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+
+def built_version(params: BuildDatasetParams) -> StageResult | None:
+    """The complete version these params name (and `latest` moved to it), or None to build it."""
+    version, _ = plan_version(params)
+    existing = None if params.rebuild else complete_manifest(params.data, version)
+    if existing is None:
+        return None
+    log.info("dataset %s already built from these inputs: nothing to do", version)
+    if params.set_latest:
+        set_latest(params.data, version)
+    return _result(params.data, version, existing, cached=True)
+
+
+def _text_bytes(meta: ExampleMeta) -> int:
+    return len(meta.caption_abstract) + len(meta.caption_summary) + len(meta.title) + 64
+
+
+def plan_chunks(examples: Sequence[ExampleMeta], sizes: Mapping[str, int], *, target_bytes: int,
+                row_group_rows: int) -> list[ShardChunk]:
+    """Cut each split's examples (in shard order) into shards of about `target_bytes`.
+
+    A chunk closes at a row-group boundary once its estimated size (stored JPEG bytes plus its text)
+    reaches the target, as the streaming writer closed a shard; at least one row group each, so the
+    number of chunks (tasks) is bounded by the data's size over the target.
+    """
+    chunks: list[ShardChunk] = []
+    for split in SPLITS:
+        members = [m for m in examples if m.split == split]
+        start, estimate = 0, 0
+        for end, meta in enumerate(members, start=1):
+            estimate += sizes.get(meta.image_sha256, 0) + _text_bytes(meta)
+            if (end - start) % row_group_rows == 0 and estimate >= target_bytes:
+                chunks.append(ShardChunk(split, sum(c.split == split for c in chunks), tuple(members[start:end])))
+                start, estimate = end, 0
+        if start < len(members):
+            chunks.append(ShardChunk(split, sum(c.split == split for c in chunks), tuple(members[start:])))
+    return chunks
+
+
+def plan_build(params: BuildDatasetParams) -> BuildPlan:
+    """Join, split and chunk (metadata and file sizes only: no image is read)."""
+    started = time.perf_counter()
     layout = DataLayout(params.data)
     tables = TableStore(layout.tables)
     version, inputs = plan_version(params)
-    existing = None if params.rebuild else complete_manifest(params.data, version)
-    if existing is not None:
-        log.info("dataset %s already built from these inputs: nothing to do", version)
-        if params.set_latest:
-            set_latest(params.data, version)
-        return _result(params.data, version, existing, cached=True)
-
-    started = time.perf_counter()
-    plan = plan_examples({name: tables.read(name) if inputs[name] else None for name in INPUT_TABLES}, params)
+    examples = plan_examples({name: tables.read(name) if inputs[name] else None for name in INPUT_TABLES}, params)
     images = ImageStore(layout.images)
-    rejects: list[QuarantineRecord] = list(plan.rejects)
+    keys = {m.image_sha256 for m in examples.examples}
+    prefix = images.root.rstrip("/") + "/"
+    sizes = object_sizes(images.root, {k: images.path(k).removeprefix(prefix) for k in keys})
+    chunks = plan_chunks(examples.examples, sizes, target_bytes=int(params.shard_target_mb * 1024 * 1024),
+                         row_group_rows=params.row_group_rows)
+    log.info("dataset %s: %d examples in %d shard chunks", version, len(examples.examples), len(chunks))
+    return BuildPlan(params=params, version=version, inputs=inputs, examples=examples, chunks=chunks,
+                     started=started)
+
+
+# -- one shard ------------------------------------------------------------------------------------
+
+def build_shard(params: BuildDatasetParams, version: str, chunk: ShardChunk | Mapping[str, Any], *,
+                read_threads: int = _READ_THREADS, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Read, check and encode one chunk's images into its shard, written atomically.
+
+    Returns JSON-safe data: `shard` (ShardFile as a dict, or None when every image was refused),
+    `rejects` (quarantine records, JSON mode), `proposals` and `caption_words` (for the stats).
+    `progress(n)` is told each example settled.
+    """
+    if not isinstance(chunk, ShardChunk):
+        chunk = ShardChunk.from_payload(chunk)
+    images = ImageStore(DataLayout(params.data).images)
 
     def load(meta: ExampleMeta) -> bytes | tuple[str, str]:
         try:
@@ -139,35 +241,56 @@ def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = No
                 return problem
         return data
 
-    root = version_url(params.data, version)
-    writers = {s: SplitShardWriter(root, s, target_bytes=int(params.shard_target_mb * 1024 * 1024),
-                                   row_group_rows=params.row_group_rows,
-                                   compression_level=params.compression_level) for s in SPLITS}
-    counts: Counter[str] = Counter()
-    proposals: dict[str, set[str]] = {s: set() for s in SPLITS}
+    # One chunk, one shard: the plan sized it, so the writer never splits it.
+    writer = SplitShardWriter(version_url(params.data, version), chunk.split, target_bytes=sys.maxsize,
+                              row_group_rows=params.row_group_rows, compression_level=params.compression_level,
+                              first_part=chunk.part)
+    rejects: list[dict[str, Any]] = []
+    proposals: set[str] = set()
     words: dict[str, list[int]] = {"caption_summary": [], "caption_abstract": []}
-    total = len(plan.examples)
     try:
-        for done, (meta, loaded) in enumerate(_read_ahead(plan.examples, load, read_threads), start=1):
+        for meta, loaded in _read_ahead(chunk.examples, load, read_threads):
             if isinstance(loaded, tuple):
                 reason, detail = loaded
                 rejects.append(QuarantineRecord(record_id=meta.obsid, stage=STAGE, reason=reason,
-                                                detail=f"image {meta.image_sha256[:12]}: {detail}"[:2000]))
+                                                detail=f"image {meta.image_sha256[:12]}: {detail}"[:2000]
+                                                ).model_dump(mode="json"))
             else:
-                example = Example.model_construct(**dict(meta), image=loaded)  # meta is validated already
-                writers[meta.split].add(example)
-                counts[meta.split] += 1
-                proposals[meta.split].add(meta.proposal_id)
+                writer.add(Example.model_construct(**dict(meta), image=loaded))  # meta is validated already
+                proposals.add(meta.proposal_id)
                 words["caption_abstract"].append(len(meta.caption_abstract.split()))
                 if meta.caption_summary:
                     words["caption_summary"].append(len(meta.caption_summary.split()))
             if progress is not None:
-                progress(done, total)
-        shards: list[ShardFile] = [f for s in SPLITS for f in writers[s].close()]
+                progress(1)
+        written = writer.close()
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
+        writer.abort()
         raise
+    return {"split": chunk.split, "part": chunk.part, "shard": shard_to_json(written[0]) if written else None,
+            "rejects": rejects, "proposals": sorted(proposals), "caption_words": words}
+
+
+# -- finish: quarantine, manifest, latest ---------------------------------------------------------
+
+def finish_build(plan: BuildPlan, results: Sequence[Mapping[str, Any]]) -> StageResult:
+    """Assemble the version from its shards' results (in plan order) and commit its manifest."""
+    params, version = plan.params, plan.version
+    tables = TableStore(DataLayout(params.data).tables)
+    order = {(c.split, c.part): i for i, c in enumerate(plan.chunks)}
+    results = sorted(results, key=lambda r: order[(r["split"], r["part"])])
+    rejects = list(plan.examples.rejects) + [QuarantineRecord.model_validate(r) for res in results
+                                             for r in res["rejects"]]
+    shards: list[ShardFile] = [shard_from_json(r["shard"]) for r in results if r["shard"] is not None]
+    counts: Counter[str] = Counter()
+    proposals: dict[str, set[str]] = {s: set() for s in SPLITS}
+    words: dict[str, list[int]] = {"caption_summary": [], "caption_abstract": []}
+    for shard in shards:
+        counts[shard.split] += shard.rows
+    for res in results:
+        proposals[res["split"]].update(res["proposals"])
+        for name in words:
+            words[name] += res["caption_words"][name]
 
     reasons = Counter(r.reason for r in rejects)
     if rejects:
@@ -175,18 +298,18 @@ def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = No
                       unique_on=("record_id", "stage", "reason"))  # a rebuild after a kill adds none twice
         log.warning("build_dataset %s: %d records quarantined: %s", version, len(rejects), dict(reasons))
     if not shards:
-        raise InputError(f"no usable examples: {plan.stats.get('examples_planned', 0)} planned, "
+        raise InputError(f"no usable examples: {plan.examples.stats.get('examples_planned', 0)} planned, "
                          f"{len(rejects)} quarantined ({dict(reasons)}); see the quarantine table")
 
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - plan.started
     written = sum(counts.values())
     stats: dict[str, Any] = {
         "version": version,
         "examples": dict(counts) | {"total": written},
         "proposals": {s: len(p) for s, p in proposals.items()},
         "quarantined": dict(reasons) | {"total": len(rejects)},
-        "observations_without_image": plan.stats.get("observations_without_image", 0),
-        "summaries_from_older_abstract": plan.stats.get("summaries_from_older_abstract", 0),
+        "observations_without_image": plan.examples.stats.get("observations_without_image", 0),
+        "summaries_from_older_abstract": plan.examples.stats.get("summaries_from_older_abstract", 0),
         "caption_words": {k: _word_stats(v) for k, v in words.items()},
         "abstract_captions_over_77_words": sum(1 for n in words["caption_abstract"] if n > 77),
         "shards": len(shards),
@@ -198,7 +321,7 @@ def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = No
     manifest = Manifest(
         name=MANIFEST_NAME, schema_version=DATASET_FORMAT, arrow_schema=EXAMPLE_SCHEMA.remove_metadata().to_string(),
         files=[FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, partition=f.split) for f in shards],
-        inputs=inputs, config=params.version_config(), stats=stats,
+        inputs=plan.inputs, config=params.version_config(), stats=stats,
     )
     write_manifest(params.data, version, manifest)  # last: the version exists from here on
     if params.set_latest:
@@ -206,3 +329,27 @@ def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = No
     log.info("dataset %s: %s examples (%s), %d quarantined, %.1f s", version, written, dict(counts),
              len(rejects), elapsed)
     return _result(params.data, version, manifest, cached=False)
+
+
+def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = None,
+                      read_threads: int = _READ_THREADS) -> StageResult:
+    """Build (or find) the dataset version for these inputs and params. Its digest is the version id.
+
+    The plain-Python stage: the flow's plan, shards and manifest, the shards one after another here.
+    """
+    existing = built_version(params)
+    if existing is not None:
+        return existing
+    plan = plan_build(params)
+    total = len(plan.examples.examples)
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    results = [build_shard(params, plan.version, chunk, read_threads=read_threads, progress=tick)
+               for chunk in plan.chunks]
+    return finish_build(plan, results)
