@@ -184,7 +184,7 @@ class SummarizeParams(BaseModel):
     data: str = Field(default="./data", description="data root: a local path or fsspec URL")
     backend: BackendName = Field(default="extractive", description="extractive (no LLM), transformers, vllm, openai")
     model: str = Field(
-        default="", description="model id or path; named: gemma3-270m, tiny-random; '' = the backend's default")
+        default="", description="model id or path; named: gemma3-270m, tiny-random, random-1b; '' = the backend's default")
     prompt_version: str = Field(default="v1", pattern=r"^v\d+$", description="tasks/summarize/prompts/summary_<v>.txt")
     max_items: int = Field(default=DEFAULT_MAX_ITEMS, ge=1, le=10)
     max_words: int = Field(default=DEFAULT_MAX_WORDS, ge=1, le=12, description="word limit of each item")

