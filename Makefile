@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-slow demo bench lint chaos clean
+.PHONY: setup test test-slow demo bench bench-gpu lint chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
+
+# On an H100/H200 box: every GPU check in one run (benchmarks/gpu_checks.sh says what it needs).
+bench-gpu:
+	bash benchmarks/gpu_checks.sh
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m "chaos" tests

@@ -1,7 +1,8 @@
 """`make bench`: every CPU benchmark in turn, each printing its own side-by-side ratios.
 
-GPU benchmarks (benchmarks/train_gpu.py, benchmarks/embed_gpu.py) run on an H100/H200:
-`python -m benchmarks.train_gpu` and `python -m benchmarks.embed_gpu`.
+GPU benchmarks (benchmarks/train_gpu.py, embed_gpu.py, summarize_bench.py --model random-1b and
+the gpu-marked tests) run on an H100/H200, all at once with `make bench-gpu`
+(benchmarks/gpu_checks.sh).
 Pass `--quick` for a smaller, faster pass of the same measurements.
 """
 

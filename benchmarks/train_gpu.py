@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("tasks.dataset", "root", "tasks.train.model"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    log.setLevel(logging.INFO)  # getLogger("root") is the root logger: keep this module's progress lines
     started = time.perf_counter()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -314,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(Row(batch, "open_clip_train", "synthetic", None, "skipped: time budget"))
             else:
                 rows.append(open_clip_trainer(args, batch, device))
+                log.info("batch %d open_clip_train: %s samples/s %s", batch, rows[-1].samples_per_s, rows[-1].note)
         for mode in args.modes.split(","):
             if mode not in MODES:
                 raise SystemExit(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
