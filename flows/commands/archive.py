@@ -23,6 +23,9 @@ def generate(
     first_cycle: Annotated[int, typer.Option("--first-cycle", help="HST cycle of the first proposals")] = 14,
     cycles: Annotated[int, typer.Option("--cycles", help="number of consecutive cycles")] = 6,
     workers: Annotated[int, typer.Option("--workers", help="rendering processes")] = 2,
+    mean_observations: Annotated[float, typer.Option(
+        "--mean-observations", help="mean image observations per proposal (1 to 20 each; 8 gives 40,000 images "
+                                    "for 5,000 proposals)")] = 7.0,
     no_bad_records: Annotated[bool, typer.Option("--no-bad-records", help="skip the deliberate defects")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing sky at --out")] = False,
 ) -> None:
@@ -35,7 +38,8 @@ def generate(
                   transient=True) as bar:
         task = bar.add_task("render", total=None)
         info = generate_sky(out, proposals=proposals, seed=seed, first_cycle=first_cycle, cycles=cycles,
-                            workers=workers, bad_records=not no_bad_records, overwrite=overwrite,
+                            workers=workers, mean_observations=mean_observations,
+                            bad_records=not no_bad_records, overwrite=overwrite,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     typer.echo(f"sky {info.sky_dir}: {info.proposals} proposals, {info.observations} observations, "
                f"{info.previews} previews ({info.preview_files} JPEG files), cycles {info.cycles[0]}-{info.cycles[-1]}, "

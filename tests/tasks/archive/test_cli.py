@@ -35,6 +35,22 @@ def test_generate_and_extend(tmp_path: Path) -> None:
     assert "now 5 proposals" in result.output
 
 
+def test_mean_observations_sets_the_sky_size(tmp_path: Path) -> None:
+    runner = CliRunner()
+    counts = {}
+    for mean in (2.0, 12.0):
+        out = tmp_path / f"sky-{mean}"
+        result = runner.invoke(app, ["archive", "generate", "--out", str(out), "--proposals", "6", "--seed", "4",
+                                     "--workers", "1", "--no-bad-records", "--mean-observations", str(mean)])
+        assert result.exit_code == 0, result.output
+        info = json.loads((out / "sky.json").read_text())["info"]
+        counts[mean] = info["observations"]
+    assert counts[12.0] > 2 * counts[2.0]
+    bad = runner.invoke(app, ["archive", "generate", "--out", str(tmp_path / "bad"), "--proposals", "6",
+                              "--no-bad-records", "--mean-observations", "30"])
+    assert bad.exit_code != 0
+
+
 def test_errors_are_one_line(tmp_path: Path) -> None:
     both = _cli("archive", "serve", "--sky", str(tmp_path), "--replay", str(tmp_path))
     assert both.returncode == 1 and both.stderr.strip().count("\n") == 0 and "exactly one of" in both.stderr
