@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from schemas.dataset import LoaderParams
 from schemas.errors import InputError
 from storage.fs import open_fs
-from tasks.dataset.augment import augment_batch, draw_params
+from tasks.dataset.augment import DecodedCache, augment_batch, draw_params
 from tasks.dataset.batch import Batch
 from tasks.dataset.sampler import ProposalBatcher, Row, shuffle_rows
 from tasks.dataset.text import choose_caption, tokenize
@@ -134,6 +134,9 @@ class ShardDataset(IterableDataset):
         self.epoch = 0
         self.position = 0  # global batches to skip at the start of the next iteration
         self.continuous = False  # set by ShardLoader: go on to the next epochs, with EpochPad markers
+        # Resized images only (full-size ones are 768 KB each); one cache per loader process.
+        self.decoded = (DecodedCache(params.decoded_cache_mb << 20)
+                        if self.resize_to is not None and params.decoded_cache_mb else None)
         self.decode_failures = 0
 
     # -- layout ------------------------------------------------------------------------------
@@ -214,7 +217,8 @@ class ShardDataset(IterableDataset):
         if p.decode_device == "cuda":
             encoded = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
             return Batch(images=None, encoded=encoded, params=torch.from_numpy(params), **common)
-        images, failures = augment_batch(jpegs, params, p.image_size, self.resize_to)
+        images, failures = augment_batch(jpegs, params, p.image_size, self.resize_to, cache=self.decoded,
+                                         keys=common["obsids"])
         self.decode_failures += failures
         return Batch(images=images, **common)
 

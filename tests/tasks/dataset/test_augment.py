@@ -10,6 +10,7 @@ from tasks.dataset.augment import (
     CLIP_STD,
     PARAM_FLIP,
     PARAM_K,
+    DecodedCache,
     augment_batch,
     decode_rgb,
     draw_params,
@@ -55,6 +56,23 @@ def test_augment_batch_decodes_to_uint8_crops():
     decoded = decode_rgb(payload)
     assert torch.equal(images[0], transform(decoded, params[0], 32))
     assert images[2].sum() == 0  # the undecodable one is black, the batch keeps its shape
+
+
+def test_a_decoded_cache_changes_nothing_but_the_decoding_and_keeps_to_its_budget(monkeypatch):
+    rng = np.random.default_rng(2)
+    payloads = [_jpeg(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    params = draw_params(rng, 3, 48, 32, train=True)
+    plain, _ = augment_batch(payloads, params, 32, 48)
+    cache = DecodedCache(max_bytes=2 * 3 * 48 * 48)  # room for two of the three
+    first, _ = augment_batch(payloads, params, 32, 48, cache=cache, keys=["a", "b", "c"])
+    assert torch.equal(first, plain) and list(cache.images) == ["a", "b"] and cache.bytes == 2 * 3 * 48 * 48
+    decoded = []
+    import tasks.dataset.augment as augment
+
+    real = augment.decode_rgb
+    monkeypatch.setattr(augment, "decode_rgb", lambda data, size=None: decoded.append(data) or real(data, size))
+    again, _ = augment_batch(payloads, params, 32, 48, cache=cache, keys=["a", "b", "c"])
+    assert torch.equal(again, plain) and decoded == [payloads[2]]  # only the one that did not fit
 
 
 def test_resize_before_crop_uses_draft_for_power_of_two_and_resamples_otherwise():

@@ -132,6 +132,16 @@ def test_training_workers_live_across_epochs_and_give_each_epoch_its_own_order(b
     long_lived.close()
 
 
+def test_the_decoded_image_cache_gives_the_same_batches(built, tokenizer):
+    options = dict(batch_size=4, seed=9, resize_to=96, caption_source="abstract")
+    cached, uncached = make(built, "train", tokenizer, **options), make(built, "train", tokenizer,
+                                                                        decoded_cache_mb=0, **options)
+    for _ in range(2):  # the second epoch reads from the cache
+        for mine, theirs in zip(cached, uncached, strict=True):
+            assert mine.obsids == theirs.obsids and torch.equal(mine.images, theirs.images)
+    assert cached.dataset.decoded.images and uncached.dataset.decoded is None
+
+
 def test_a_state_from_another_layout_restarts_at_the_next_epoch(built):
     loader = make(built, "train", batch_size=4, world_size=2, rank=0)
     loader.load_state_dict({**loader.state_dict(), "epoch": 3, "position": 2, "world_size": 4})
