@@ -193,6 +193,11 @@ def register(app: typer.Typer) -> None:
         as_json: AsJson = False,
     ) -> None:
         """Synthetic sky -> local archive -> the whole pipeline on local Prefect; prints report.json last."""
+        import os
+
+        # The demo's temporary Prefect server would try to send usage telemetry, which fails offline
+        # and prints an ERROR line; a user's own setting still wins.
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from flows.demo import run_demo
 
         try:
