@@ -152,22 +152,31 @@ class Canvas:
         px, py = self.to_pixels(np.asarray(xo), np.asarray(yo))
         self.add_points_px(px, py, flux, sigma)
 
+    def _rotated_window(self, px: float, py: float, half: int, angle: float
+                        ) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None:
+        """The image window of +-half pixels around (px, py), clipped, and its pixel offsets rotated
+        by `angle` (u along it, v across); None when the window lies outside the image."""
+        x0, x1 = max(int(px) - half, 0), min(int(px) + half + 1, self.width)
+        y0, y1 = max(int(py) - half, 0), min(int(py) + half + 1, self.height)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        xx, yy = _pixel_grid(self.height, self.width)
+        dx = xx[:, x0:x1] - np.float32(px)
+        dy = yy[y0:y1, :] - np.float32(py)
+        c, s = math.cos(angle), math.sin(angle)
+        return (y0, y1, x0, x1), dx * c + dy * s, dy * c - dx * s
+
     def add_blob(self, xo: float, yo: float, size: float, amp: float, q: float = 1.0, pa: float = 0.0,
                  profile: str = "devauc") -> None:
         """A small galaxy (object coordinates) rendered in a local window only."""
         px, py = self.to_pixels(np.float32(xo), np.float32(yo))
         size_px = max(size * self.radius_px, 0.6)
         half = int(min(max(size_px * (12 if profile == "devauc" else 4), 4), max(self.width, self.height)))
-        x0, x1 = max(int(px) - half, 0), min(int(px) + half + 1, self.width)
-        y0, y1 = max(int(py) - half, 0), min(int(py) + half + 1, self.height)
-        if x0 >= x1 or y0 >= y1:
+        window = self._rotated_window(px, py, half, pa)
+        if window is None:
             return
-        xx, yy = _pixel_grid(self.height, self.width)
-        dx = xx[:, x0:x1] - np.float32(px)
-        dy = yy[y0:y1, :] - np.float32(py)
-        c, s = math.cos(pa), math.sin(pa)
-        u = (dx * c + dy * s) / size_px
-        v = (dy * c - dx * s) / (size_px * q)
+        (y0, y1, x0, x1), u, v = window
+        u, v = u / size_px, v / (size_px * q)
         r2 = u * u + v * v
         if profile == "devauc":
             patch = 1.0 / (1.0 + r2) ** 1.6
@@ -179,17 +188,10 @@ class Canvas:
 
     def add_spikes(self, px: float, py: float, amp: float, length_px: float, angle: float) -> None:
         """HST's four-pointed diffraction spikes (fixed to the telescope, not the object)."""
-        half = int(length_px * 3)
-        x0, x1 = max(int(px) - half, 0), min(int(px) + half + 1, self.width)
-        y0, y1 = max(int(py) - half, 0), min(int(py) + half + 1, self.height)
-        if x0 >= x1 or y0 >= y1:
+        window = self._rotated_window(px, py, int(length_px * 3), angle)
+        if window is None:
             return
-        xx, yy = _pixel_grid(self.height, self.width)
-        dx = xx[:, x0:x1] - np.float32(px)
-        dy = yy[y0:y1, :] - np.float32(py)
-        c, s = math.cos(angle), math.sin(angle)
-        u = dx * c + dy * s
-        v = dy * c - dx * s
+        (y0, y1, x0, x1), u, v = window
         spike = np.exp(-np.abs(u) / length_px - v * v / 0.8) + np.exp(-np.abs(v) / length_px - u * u / 0.8)
         self.img[y0:y1, x0:x1] += np.float32(amp) * spike.astype(np.float32)
 
