@@ -23,6 +23,7 @@ BENCHMARKS: tuple[tuple[str, list[str], list[str]], ...] = (
     ("benchmarks.train_cpu", [], ["--proposals", "120", "--budget-s", "120"]),
     ("benchmarks.search_bench", [], ["--n", "20000", "--queries", "200"]),
     ("benchmarks.pipeline_bench", [], ["--proposals", "6", "--steps", "10"]),
+    ("benchmarks.demo_quality", [], ["--quick"]),
 )
 
 
