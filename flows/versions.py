@@ -12,8 +12,9 @@ keep resolving `current` to the old id; only after the new version's pipeline co
 killed midway leaves `current` untouched and an incomplete version that `prune_versions` removes.
 
 A data root that has never been rebuilt has no `current` file: it is used flat, as itself, so
-`--data DIR` behaves the same for every stage until the first rebuild. After that, use
-`resolve_data_root(DIR)` (the pipeline commands do) to find the live root.
+`--data DIR` behaves the same for every stage until the first rebuild. After that, every command
+finds the live root with `resolve_data_root(DIR)` (single-stage commands through
+flows.commands.options.live_data_root).
 """
 
 from __future__ import annotations

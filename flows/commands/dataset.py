@@ -10,9 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flows.commands.options import DataOption
+from flows.commands.options import DataOption, live_data_root
 from schemas.dataset import SPLITS, BuildDatasetParams, SplitMode
-from schemas.settings import get_settings
 
 console = Console()
 
@@ -60,7 +59,7 @@ def build_dataset_command(
 ) -> None:
     """Build the training set: join, split by proposal, write versioned Parquet shards."""
     params = BuildDatasetParams(
-        data=get_settings(data=data).data, split_mode=split_mode, cycle_cutoff=cycle_cutoff, split_salt=salt,
+        data=live_data_root(data), split_mode=split_mode, cycle_cutoff=cycle_cutoff, split_salt=salt,
         train_fraction=train_fraction, val_fraction=val_fraction, test_fraction=test_fraction,
         shard_target_mb=shard_mb, row_group_rows=row_group_rows, category_prefix=category_prefix,
         require_summary=require_summary, verify_images=verify_images, image_size=image_size, rebuild=rebuild,
@@ -81,7 +80,7 @@ def list_command(data: DataOption = None) -> None:
     """List completed dataset versions, newest first."""
     from tasks.dataset import list_versions
 
-    versions = list_versions(get_settings(data=data).data)
+    versions = list_versions(live_data_root(data))
     if not versions:
         console.print("no dataset versions")
         return
@@ -101,7 +100,7 @@ def show_command(
     """Show a dataset version's manifest: counts, caption statistics, config, shards."""
     from tasks.dataset import open_dataset
 
-    opened = open_dataset(get_settings(data=data).data, version, verify=verify)
+    opened = open_dataset(live_data_root(data), version, verify=verify)
     manifest = opened.manifest
     stats = {k: v for k, v in manifest.stats.items() if k != "row_groups"}
     console.print(f"dataset [bold]{opened.version}[/bold]  created {manifest.created_at:%Y-%m-%d %H:%M:%S}"
@@ -122,7 +121,7 @@ def gc_command(
     """Remove interrupted builds and old dataset versions (never the one 'latest' names)."""
     from tasks.dataset import gc_versions
 
-    removed = gc_versions(get_settings(data=data).data, keep=keep, dry_run=dry_run)
+    removed = gc_versions(live_data_root(data), keep=keep, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {len(removed)} version(s)" + (": " + ", ".join(removed) if removed else ""))
 

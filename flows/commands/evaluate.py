@@ -13,10 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flows.commands.options import DataOption
+from flows.commands.options import DataOption, live_data_root
 from schemas.errors import InputError
 from schemas.evaluate import DeviceChoice, EvalSplit, EvaluateParams, SearchParams
-from schemas.settings import get_settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -73,7 +72,7 @@ def evaluate_command(
 ) -> None:
     """Evaluate a run (fine-tuned vs base vs controls) on the held-out split; print the report path."""
     params = EvaluateParams(
-        data=get_settings(data=data).data, run=run, ground_truth=ground_truth, dataset_version=dataset_version,
+        data=live_data_root(data), run=run, ground_truth=ground_truth, dataset_version=dataset_version,
         split=split, shuffled_run=shuffled_run, variants=_variants(variant), max_items=max_items,
         build_index=index, device=device, refresh=refresh,
     )
@@ -110,7 +109,7 @@ def search_command(
     """Search the archive in plain language: the top images, with their proposals."""
     from tasks.evaluate.search import clean_query
 
-    params = SearchParams(data=get_settings(data=data).data, query=clean_query(query), k=k, index=index,
+    params = SearchParams(data=live_data_root(data), query=clean_query(query), k=k, index=index,
                           device=device)
     searcher = _searcher(params.data, params.index, params.device)
     hits = searcher.search(params.query, params.k)
@@ -136,7 +135,7 @@ def describe_command(
     from tasks.evaluate.search import read_image_file
 
     image = read_image_file(image_path)  # a missing file fails before any model loads
-    searcher = _searcher(get_settings(data=data).data, index, device)
+    searcher = _searcher(live_data_root(data), index, device)
     ranking = searcher.describe(image, k=k, name=image_path)
     if as_json:
         print(json.dumps({"image": image_path, "model": searcher.clip.name, **ranking.to_dict()}, indent=2))
@@ -159,7 +158,7 @@ def serve_search_command(
 
     if not 0 < port < 65536:
         raise InputError(f"port must be 1-65535, got {port}")
-    searcher = _searcher(get_settings(data=data).data, index, device)
+    searcher = _searcher(live_data_root(data), index, device)
     err_console.print(f"search page for index {searcher.index.name} ({len(searcher.index)} images) at "
                       f"http://{host}:{port}/  (Ctrl-C to stop)")
     serve(searcher, host=host, port=port)

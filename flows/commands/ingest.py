@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flows.commands.options import DataOption, MastUrlOption
+from flows.commands.options import DataOption, MastUrlOption, live_data_root
 from schemas.errors import InputError
 from schemas.ingest import IngestParams, PreviewPolicy
 from schemas.settings import get_settings
@@ -99,7 +99,7 @@ def ingest_command(
     if sum(bool(x) for x in (since is not None, cycles, proposals)) > 1:
         raise InputError("give at most one of --since, --cycles, --proposals")
     params = IngestParams(
-        data=get_settings(data=data).data, mast_url=mast_url, stsci_url=stsci_url, catalog_url=catalog_url,
+        data=live_data_root(data), mast_url=mast_url, stsci_url=stsci_url, catalog_url=catalog_url,
         since_mjd=since, until_mjd=until, cycles=_split(cycles), proposal_ids=_split(proposals),
         max_images_per_proposal=max_images, seed=seed,
         preview_policy=PreviewPolicy(include=_split(include), exclude=_split(exclude)),
@@ -119,7 +119,7 @@ def refresh_command(
     as_json: JsonOption = False,
 ) -> None:
     """Ingest what MAST released since the stored watermark (minus an overlap margin)."""
-    params = IngestParams(data=get_settings(data=data).data, mast_url=mast_url, stsci_url=stsci_url,
+    params = IngestParams(data=live_data_root(data), mast_url=mast_url, stsci_url=stsci_url,
                           catalog_url=catalog_url, refresh=True, max_images_per_proposal=max_images, seed=seed)
     _report(_run(params, use_flow), as_json)
 

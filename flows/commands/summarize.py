@@ -10,9 +10,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from flows.commands.options import DataOption
+from flows.commands.options import DataOption, live_data_root
 from schemas.errors import InputError
-from schemas.settings import get_settings
 from schemas.summary import SummarizeParams
 
 console = Console(stderr=True)
@@ -62,7 +61,7 @@ def summarize_command(
 ) -> None:
     """Summarize proposal abstracts into '<objects>; <use cases>' captions (table summaries)."""
     params = _params(
-        data=get_settings(data=data).data, backend=backend, model=model, prompt_version=prompt_version,
+        data=live_data_root(data), backend=backend, model=model, prompt_version=prompt_version,
         max_items=max_items, max_words=max_words, temperature=temperature, max_new_tokens=max_new_tokens,
         seed=seed, max_attempts=max_attempts, batch_size=batch_size, device=device, base_url=base_url,
         concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,

@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from flows.commands.options import DataOption
-from schemas.settings import get_settings
+from flows.commands.options import DataOption, live_data_root
 from schemas.train import (
     CaptionSource,
     CompileMode,
@@ -90,7 +89,7 @@ def train_command(
 ) -> None:
     """Fine-tune CLIP on a dataset version; writes runs/<run>/ (checkpoints, metrics, final model)."""
     params = TrainParams(
-        data=get_settings(data=data).data, preset=preset, dataset_version=dataset_version, model=model,
+        data=live_data_root(data), preset=preset, dataset_version=dataset_version, model=model,
         pretrained=pretrained, from_scratch=from_scratch, steps=steps, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, loss=loss,
         caption_source=caption_source, freeze=freeze, head=head, shuffled_pairs=shuffled,

@@ -68,3 +68,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("hubbleclip: error: table 'observations' does not exist") and "\n" not in err
+
+
+def test_single_stage_commands_use_the_published_version_after_a_rebuild(tmp_path):
+    from flows.versions import publish_version, version_root
+
+    parent = str(tmp_path / "data")
+    live = version_root(parent, "v1")
+    write_synthetic_inputs(live, proposals=6, images_per_proposal=2, size=SIZE)
+    runner = CliRunner()
+    unpublished = runner.invoke(app, ["build-dataset", "--data", parent, "--image-size", str(SIZE)])
+    assert unpublished.exit_code != 0  # before `current` exists, --data is a flat root (empty here)
+    publish_version(parent, "v1")
+    built = runner.invoke(app, ["build-dataset", "--data", parent, "--row-group-rows", "8", "--image-size", str(SIZE)])
+    assert built.exit_code == 0, built.output
+    version = latest_version(live)  # written into the published version, not beside it
+    assert version in built.output and latest_version(parent) is None
+    listed = runner.invoke(app, ["datasets", "list", "--data", parent])
+    assert listed.exit_code == 0 and version in listed.output
