@@ -63,7 +63,7 @@ step embed 70 $PY -m benchmarks.embed_gpu --images 6000
 step pytest_gpu 60 $PY -m pytest -q -p no:cacheprovider -p no:hypothesispytest -m gpu -rs \
     tests/tasks/dataset/test_loader.py
 # Issue 4: batched constrained generation vs one prompt at a time, the same 1B-shaped model.
-step summarize 90 $PY -m benchmarks.summarize_bench --model random-1b --device cuda --abstracts 64 \
+step summarize 150 $PY -m benchmarks.summarize_bench --model random-1b --device cuda --abstracts 64 \
     --batch-size 64 --baseline-sample 16 --max-new-tokens 256
 # Issue 5: the train loop fed by GPU-decoded JPEGs.
 step train_decode_cuda 60 $PY -m benchmarks.train_gpu --batches 256 --modes eager --decode cuda --no-open-clip \
