@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.no_prefect import BLOCK_PREFECT
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,12 +64,7 @@ def test_importing_the_package_never_imports_vllm():
 def test_training_code_imports_without_prefect():
     # Simulate the GPU image: Prefect is not installed there.
     code = (
-        "import sys\n"
-        "class _Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'prefect' or name.startswith('prefect.'):\n"
-        "            raise ImportError('prefect is not installed here')\n"
-        "sys.meta_path.insert(0, _Block())\n"
+        BLOCK_PREFECT +
         "import importlib, pkgutil, tasks\n"
         "for info in pkgutil.walk_packages(tasks.__path__, 'tasks.'):\n"
         "    importlib.import_module(info.name)\n"

@@ -6,15 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.no_prefect import BLOCK_PREFECT
+
 REPO = Path(__file__).resolve().parents[3]
 
 _BLOCK_PREFECT = (
-    "import sys\n"
-    "class _Block:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'prefect' or name.startswith('prefect.'):\n"
-    "            raise ImportError('prefect is not installed here')\n"
-    "sys.meta_path.insert(0, _Block())\n"
+    BLOCK_PREFECT +
     "from benchmarks.train_gpu import main\n"
     "main(sys.argv[1:])\n"
 )
