@@ -49,7 +49,10 @@ class StageSpec:
     label: str = ""
 
 
-_SHARED_CODE = ("storage", "schemas.stage", "schemas.manifest", "schemas.records", "schemas.arrow")
+# schemas.vocabulary: the 77 classes and the paper's queries feed summaries (extractive) and the
+# evaluation; an edit there must miss the pipeline's stage caches too.
+_SHARED_CODE = ("storage", "schemas.stage", "schemas.manifest", "schemas.records", "schemas.arrow",
+                "schemas.vocabulary")
 
 STAGES: dict[str, StageSpec] = {
     "ingest": StageSpec(

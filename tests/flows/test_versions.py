@@ -69,3 +69,17 @@ def test_version_ids_are_plain_and_unique():
     assert len(ids) == 20
     with pytest.raises(InputError):
         version_root("/tmp/x", "../escape")
+
+
+def test_every_stage_code_module_exists_and_the_vocabulary_is_in_the_stages_that_read_it():
+    # code_version hashes a missing module as "<missing>", so a typo here would silently stop
+    # edits from invalidating the pipeline's stage caches.
+    import importlib.util
+
+    from flows.stages import STAGES
+
+    for spec in STAGES.values():
+        for module in spec.code:
+            assert importlib.util.find_spec(module) is not None, (spec.name, module)
+    for name in ("summarize", "evaluate"):  # extractive summaries and zero-shot/queries use it
+        assert "schemas.vocabulary" in STAGES[name].code
