@@ -104,10 +104,6 @@ class DemoParams(BaseModel):
     summarizer: Literal["extractive", "transformers", "vllm", "openai"] = Field(
         default="extractive", description="summarizer backend (extractive needs no model)")
 
-    @property
-    def sky_proposals(self) -> int:
-        return self.proposals or (16 if self.quick else 120)
-
 
 class PipelineResult(BaseModel):
     """What the pipeline returns: every stage's result, which were cache hits, and the report."""

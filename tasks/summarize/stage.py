@@ -336,26 +336,18 @@ def _record(item: dict[str, str], outcome: Outcome, config: dict[str, Any]) -> d
 
 
 def summarize_batch(params: SummarizeParams, config: dict[str, Any], items: Sequence[dict[str, str]], *,
-                    backend: SummarizerBackend | None = None,
                     progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Summarize one batch of pending abstracts (plan.pending items).
 
     Returns JSON-safe data only, so it can cross processes and machines: `rows` (summary_cache
     rows, JSON mode), `failures` ({key, reason, detail, attempts}) and `stats` (GenerationStats).
-    Without `backend`, this process's shared backend for `params` is used (loaded once).
+    The model is this process's shared backend for `params` (loaded once per process).
     """
     stats = GenerationStats()
     texts = [item["text"] for item in items]
-
-    def run(model: SummarizerBackend) -> list[Outcome]:
-        return summarize_abstracts(model, texts, sampling=params.sampling, limits=params.limits,
+    with shared_backend(params) as shared:
+        done = summarize_abstracts(shared, texts, sampling=params.sampling, limits=params.limits,
                                    max_attempts=params.max_attempts, stats=stats, progress=progress)
-
-    if backend is not None:
-        done = run(backend)
-    else:
-        with shared_backend(params) as shared:
-            done = run(shared)
     rows, failures = [], []
     for item, outcome in zip(items, done, strict=True):
         if outcome.summary is not None:

@@ -84,23 +84,6 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return out / info.world_size
 
 
-def all_gather_cat(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Concatenate equal-shaped tensors from all ranks, in rank order."""
-    if not info.distributed:
-        return value
-    parts = [torch.empty_like(value) for _ in range(info.world_size)]
-    dist.all_gather(parts, value.contiguous())
-    return torch.cat(parts, dim=0)
-
-
-def broadcast_object(obj: object, info: DistInfo) -> object:
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

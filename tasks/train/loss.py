@@ -32,11 +32,6 @@ def create_loss(kind: str, rank: int = 0, world_size: int = 1) -> nn.Module:
     raise ValueError(f"unknown loss {kind!r}; known: clip, siglip")
 
 
-def contrastive_loss(loss_fn: nn.Module, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Loss from a model's training outputs: (image_features, text_features, exp(logit_scale)[, bias])."""
-    return loss_fn(*outputs)
-
-
 @torch.no_grad()
 def clamp_logit_scale(model: nn.Module) -> None:
     """Keep a learned logit scale within [0, ln 100] (open_clip's trainer does the same)."""
