@@ -32,15 +32,14 @@ CHANCE = 0.10
 
 def prepare_dataset(root: Path, proposals: int, seed: int) -> str:
     """The sky through ingest, summarize and build_dataset; returns the dataset version."""
+    from flows.demo import ensure_sky
     from tasks.archive.server import ArchiveServer
-    from tasks.archive.sky import generate_sky
     from tasks.mast_config import configure_astroquery
 
-    sky = root / "sky"
-    if not (sky / "sky.json").exists():
-        started = time.perf_counter()
-        generate_sky(sky, proposals=proposals, seed=seed, bad_records=proposals >= 10, workers=2)
-        print(f"sky: {proposals} proposals generated in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    # The demo's helper: generates once, and refuses a sky of another size or seed under --data.
+    sky = ensure_sky(root / "sky", proposals, seed, mean_observations=7.0)
+    print(f"sky: {proposals} proposals ready in {time.perf_counter() - started:.0f} s")
     server = ArchiveServer(sky_dir=sky, port=0).start()
     try:
         configure_astroquery(server.url)  # before anything imports astroquery.mast

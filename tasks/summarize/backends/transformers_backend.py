@@ -67,17 +67,21 @@ def _load_tiny(device: str) -> tuple[Any, Any, str]:
 
 
 def _load_random_1b(device: str) -> tuple[Any, Any, str]:
-    import torch
-
     from tasks.summarize.tiny_lm import build_tiny_lm
 
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model, tokenizer = build_tiny_lm(seed=0, shape="1b", device=device, dtype=dtype)
+    model, tokenizer = build_tiny_lm(seed=0, shape="1b", device=device, dtype=_dtype_for(device))
     return model, tokenizer, RANDOM_1B_MODEL
 
 
 NAMED_MODELS: dict[str, Callable[[str], tuple[Any, Any, str]]] = {
     GEMMA_MODEL: _load_gemma, TINY_MODEL: _load_tiny, RANDOM_1B_MODEL: _load_random_1b}
+
+
+def _dtype_for(device: str) -> Any:
+    """bf16 on a GPU, float32 on a CPU (where bf16 matmuls are slow or emulated)."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
 def resolve_device(device: str) -> str:
@@ -95,13 +99,11 @@ def load_model(name: str, device: str = "auto") -> tuple[Any, Any, str]:
     device = resolve_device(device)
     if name in NAMED_MODELS:
         return NAMED_MODELS[name](device)
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=_dtype_for(device))
     except OSError as err:
         raise InputError(f"cannot load model {name!r} (a local directory, a cached hub id, or one of "
                          f"{', '.join(NAMED_MODELS)}): {str(err).splitlines()[0]}") from None
