@@ -186,8 +186,9 @@ class LoaderParams(BaseModel):
     decode_device: Literal["cpu", "cuda"] = Field(default="cpu",
                                                   description="'cuda': hand JPEG bytes over and decode on the GPU")
     decoded_cache_mb: int = Field(
-        default=256, ge=0, description="with resize_to: keep this many MB of decoded, resized images per "
-                                       "loader process, so later epochs skip JPEG decoding (0: off)")
+        default=256, ge=0, description="with resize_to: keep this many MB of decoded, resized images in each "
+                                       "loader process (each worker has its own), so later epochs skip JPEG "
+                                       "decoding (0: off)")
     include_jpeg: bool = Field(default=False, description="also return each example's JPEG bytes")
     pin_memory: bool = False
     prefetch_factor: int = Field(default=4, ge=1)

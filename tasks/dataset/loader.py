@@ -134,9 +134,11 @@ class ShardDataset(IterableDataset):
         self.epoch = 0
         self.position = 0  # global batches to skip at the start of the next iteration
         self.continuous = False  # set by ShardLoader: go on to the next epochs, with EpochPad markers
-        # Resized images only (full-size ones are 768 KB each); one cache per loader process.
+        # Resized images only (full-size ones are 768 KB each); one cache per loader process. Not
+        # for evaluation loaders with workers: those processes end with each pass.
+        keeps_processes = params.is_train or params.num_workers == 0
         self.decoded = (DecodedCache(params.decoded_cache_mb << 20)
-                        if self.resize_to is not None and params.decoded_cache_mb else None)
+                        if self.resize_to is not None and params.decoded_cache_mb and keeps_processes else None)
         self.decode_failures = 0
 
     # -- layout ------------------------------------------------------------------------------
@@ -324,8 +326,8 @@ class ShardLoader:
         self._live_at = None  # not resumable from here unless this epoch runs to its end
         while self.position < total:
             item = next(live)
-            if isinstance(item, EpochPad):
-                continue
+            # Pads come only in an epoch's last round, after every batch of it (module docstring).
+            assert not isinstance(item, EpochPad), "worker turn order lost: a pad before the epoch's last batch"
             self.position += 1
             yield item
         # The epoch's trailing pads, if any, come before the next epoch's first batch: take them now.
