@@ -17,7 +17,8 @@ from schemas.settings import get_settings
 
 console = Console(stderr=True)
 
-Until = Annotated[str, typer.Option(help=f"stop after this stage: {', '.join(STAGE_ORDER)}")]
+Until = Annotated[str | None, typer.Option(
+    help=f"stop after this stage: {', '.join(STAGE_ORDER)} (default: evaluate)")]
 ParamsFile = Annotated[
     Path | None,
     typer.Option("--params", exists=True, dir_okay=False,
@@ -32,7 +33,8 @@ SummarizerUrl = Annotated[str | None, typer.Option(help="openai backend: the vLL
 Preset = Annotated[str | None, typer.Option(help="training preset: tiny or paper")]
 Steps = Annotated[int | None, typer.Option(help="training steps")]
 BatchSize = Annotated[int | None, typer.Option(help="training batch size")]
-Control = Annotated[bool, typer.Option("--control/--no-control", help="also train the shuffled-pairs control")]
+Control = Annotated[bool | None, typer.Option(
+    "--control/--no-control", help="also train the shuffled-pairs control (default: yes)")]
 TrainDeployment = Annotated[
     str | None, typer.Option(help="train as this deployment (e.g. train-stage/gpu) instead of in-process")]
 Dask = Annotated[str | None, typer.Option(
@@ -46,17 +48,21 @@ def _absolute(data: str) -> str:
 
 
 def build_params(model: type[PipelineParams], *, data: str | None, params_file: Path | None,
-                 until: str, mast_url: str | None, stsci_url: str | None, max_images: int | None,
+                 until: str | None, mast_url: str | None, stsci_url: str | None, max_images: int | None,
                  max_proposals: int | None, summarizer: str | None, summarizer_model: str | None,
                  summarizer_url: str | None, preset: str | None, steps: int | None, batch_size: int | None,
-                 control: bool, train_deployment: str | None, dask: str | None, refresh_cache: bool,
+                 control: bool | None, train_deployment: str | None, dask: str | None, refresh_cache: bool,
                  **extra: Any) -> Any:
-    """CLI options over a params file over defaults, validated as `model`."""
+    """CLI options over a params file over defaults, validated as `model`.
+
+    Options left out are None, so only what the user typed overrides the file (a file's `until` or
+    `shuffled_control` must not be reset by an option's default).
+    """
     base: dict[str, Any] = json.loads(params_file.read_text()) if params_file else {}
     if params_file and data is None and "data" in base:
         data = base["data"]
     base["data"] = _absolute(get_settings(data=data).data)
-    if until not in STAGE_ORDER:
+    if until is not None and until not in STAGE_ORDER:
         raise InputError(f"--until must be one of {', '.join(STAGE_ORDER)}, not {until!r}")
 
     def section(name: str, **values: Any) -> None:
@@ -68,7 +74,11 @@ def build_params(model: type[PipelineParams], *, data: str | None, params_file: 
             max_proposals=max_proposals)
     section("summarize", backend=summarizer, model=summarizer_model, base_url=summarizer_url)
     section("train", preset=preset, steps=steps, batch_size=batch_size)
-    base.update(until=until, shuffled_control=control, refresh_cache=refresh_cache or base.get("refresh_cache", False))
+    if until is not None:
+        base["until"] = until
+    if control is not None:
+        base["shuffled_control"] = control
+    base["refresh_cache"] = refresh_cache or base.get("refresh_cache", False)
     if train_deployment is not None:
         base["train_deployment"] = train_deployment
     if dask:
@@ -105,7 +115,7 @@ def register(app: typer.Typer) -> None:
     def pipeline_command(
         data: DataOption = None,
         params_file: ParamsFile = None,
-        until: Until = "evaluate",
+        until: Until = None,
         refresh: Annotated[bool, typer.Option(
             "--refresh", help="the scheduled refresh: ingest from the watermark, rerun what changed")] = False,
         mast_url: MastUrlOption = None,
@@ -118,7 +128,7 @@ def register(app: typer.Typer) -> None:
         preset: Preset = None,
         steps: Steps = None,
         batch_size: BatchSize = None,
-        control: Control = True,
+        control: Control = None,
         train_deployment: TrainDeployment = None,
         dask: Dask = None,
         refresh_cache: RefreshCache = False,
@@ -162,7 +172,7 @@ def register(app: typer.Typer) -> None:
         preset: Preset = None,
         steps: Steps = None,
         batch_size: BatchSize = None,
-        control: Control = True,
+        control: Control = None,
         train_deployment: TrainDeployment = None,
         dask: Dask = None,
         as_json: AsJson = False,

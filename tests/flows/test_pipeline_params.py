@@ -1,0 +1,83 @@
+"""`hubbleclip pipeline --params FILE`: the file is the base, only options the user typed override it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.commands.pipeline import build_params
+from schemas.errors import InputError
+from schemas.pipeline import PipelineParams, RebuildParams
+
+NO_OPTIONS = dict(until=None, mast_url=None, stsci_url=None, max_images=None, max_proposals=None,
+                  summarizer=None, summarizer_model=None, summarizer_url=None, preset=None, steps=None,
+                  batch_size=None, control=None, train_deployment=None, dask=None, refresh_cache=False)
+
+
+def _file(tmp_path: Path, **values) -> Path:
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps({"data": str(tmp_path / "data"), **values}))
+    return path
+
+
+def test_file_values_survive_when_no_option_is_given(tmp_path):
+    params_file = _file(tmp_path, until="dataset", shuffled_control=False, refresh_cache=True,
+                        train={"preset": "tiny", "steps": 7})
+    params = build_params(PipelineParams, data=None, params_file=params_file, **NO_OPTIONS)
+    assert params.until == "dataset"
+    assert params.shuffled_control is False
+    assert params.refresh_cache is True
+    assert params.train.steps == 7
+    assert params.data == str((tmp_path / "data").resolve())
+
+
+def test_typed_options_override_the_file(tmp_path):
+    params_file = _file(tmp_path, until="dataset", shuffled_control=False, train={"steps": 7})
+    options = {**NO_OPTIONS, "until": "train", "control": True, "steps": 9}
+    params = build_params(PipelineParams, data=str(tmp_path / "elsewhere"), params_file=params_file, **options)
+    assert (params.until, params.shuffled_control, params.train.steps) == ("train", True, 9)
+    assert params.data == str((tmp_path / "elsewhere").resolve())
+
+
+def test_defaults_apply_without_file_or_options(tmp_path):
+    params = build_params(PipelineParams, data=str(tmp_path), params_file=None, **NO_OPTIONS)
+    defaults = PipelineParams(data=str(tmp_path))
+    assert (params.until, params.shuffled_control) == (defaults.until, defaults.shuffled_control)
+
+
+def test_rebuild_always_runs_to_evaluate(tmp_path):
+    params_file = _file(tmp_path, until="summarize")
+    params = build_params(RebuildParams, data=None, params_file=params_file,
+                          **{**NO_OPTIONS, "until": "evaluate", "refresh_cache": True})
+    assert params.until == "evaluate"
+
+
+def test_unknown_stage_is_refused_by_name(tmp_path):
+    with pytest.raises(InputError, match="--until.*'nope'"):
+        build_params(PipelineParams, data=str(tmp_path), params_file=None, **{**NO_OPTIONS, "until": "nope"})
+
+
+def test_the_cli_passes_the_file_through_without_resetting_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import flows.pipeline
+    from flows.cli import app
+
+    seen: list[PipelineParams] = []
+
+    def capture(params):
+        seen.append(params)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flows.pipeline, "pipeline", capture)
+    params_file = _file(tmp_path, until="summarize", shuffled_control=False)
+    result = CliRunner().invoke(app, ["pipeline", "--params", str(params_file)])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].until, seen[0].shuffled_control) == ("summarize", False)
+
+    seen.clear()
+    result = CliRunner().invoke(app, ["pipeline", "--params", str(params_file), "--until", "train", "--control"])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].until, seen[0].shuffled_control) == ("train", True)
