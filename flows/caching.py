@@ -59,7 +59,7 @@ def config_hash(value: Any) -> str:
 def _module_files(module: str) -> list[Path]:
     spec = importlib.util.find_spec(module)
     if spec is None or (spec.origin is None and not spec.submodule_search_locations):
-        raise InputError(f"cannot find module {module!r} to compute its code version")
+        raise ModuleNotFoundError(f"cannot find module {module!r} to compute its code version", name=module)
     if spec.submodule_search_locations:  # a package: every source, prompt and preset file in it
         files: list[Path] = []
         for location in spec.submodule_search_locations:
@@ -73,18 +73,13 @@ def _module_files(module: str) -> list[Path]:
 def code_version(*modules: str) -> str:
     """Hash of the source files of `modules` (packages recursively), so an edit invalidates caches.
 
-    Missing modules hash as missing rather than failing: a stage not written yet simply has a
-    code version that will change once it exists.
+    A module that cannot be found raises: hashing it as absent would let a misspelt name silently
+    drop its files from the key, and edits to them would then serve stale cache hits.
     """
     digest = hashlib.sha256(CACHE_VERSION.encode())
     for module in sorted(modules):
         digest.update(f"\0{module}\0".encode())
-        try:
-            files = _module_files(module)
-        except (InputError, ModuleNotFoundError, ValueError):
-            digest.update(b"<missing>")
-            continue
-        for path in files:
+        for path in _module_files(module):
             digest.update(path.name.encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()

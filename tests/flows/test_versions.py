@@ -72,8 +72,8 @@ def test_version_ids_are_plain_and_unique():
 
 
 def test_every_stage_code_module_exists_and_the_vocabulary_is_in_the_stages_that_read_it():
-    # code_version hashes a missing module as "<missing>", so a typo here would silently stop
-    # edits from invalidating the pipeline's stage caches.
+    # A typo here would stop edits from invalidating the pipeline's stage caches; code_version
+    # refuses such a name, and this finds it before any run does.
     import importlib.util
 
     from flows.stages import STAGES
@@ -83,3 +83,13 @@ def test_every_stage_code_module_exists_and_the_vocabulary_is_in_the_stages_that
             assert importlib.util.find_spec(module) is not None, (spec.name, module)
     for name in ("summarize", "evaluate"):  # extractive summaries and zero-shot/queries use it
         assert "schemas.vocabulary" in STAGES[name].code
+
+
+def test_code_version_refuses_a_module_it_cannot_find():
+    from flows.caching import code_version
+
+    assert code_version("schemas.vocabulary") == code_version("schemas.vocabulary")
+    with pytest.raises(ModuleNotFoundError, match="tasks.no_such_stage"):
+        code_version("schemas.vocabulary", "tasks.no_such_stage")
+    with pytest.raises(ModuleNotFoundError, match="no_such_package"):
+        code_version("no_such_package.stage")
