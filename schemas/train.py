@@ -85,7 +85,11 @@ class TrainParams(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """The resolved training configuration: every field set. Saved as runs/<run>/config.json."""
+    """The resolved training configuration: every field set. Saved as runs/<run>/config.json.
+
+    Its bounds repeat TrainParams' because presets and saved configs reach it without passing
+    through the form.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,21 +106,21 @@ class TrainConfig(BaseModel):
     caption_source: CaptionSource
     freeze: Freeze
     head: Head
-    head_hidden: int
+    head_hidden: int = Field(ge=8)
     shuffled_pairs: bool
-    fixed_temperature: float | None
+    fixed_temperature: float | None = Field(gt=0, le=10)
     precision: Precision
     compile_mode: CompileMode
     cuda_graphs: bool
     grad_checkpointing: bool
-    image_size: int | None
-    resize_to: int | None
+    image_size: int | None = Field(ge=16)
+    resize_to: int | None = Field(ge=16)
     checkpoint_every: int = Field(ge=1)
     keep_checkpoints: int = Field(ge=1)
     val_every: int = Field(ge=1)
     val_pairs: int = Field(ge=100)
     log_every: int = Field(ge=1)
-    seed: int
+    seed: int = Field(ge=0)
     device: DeviceChoice
     workers: int = Field(ge=0)
     decode_device: Literal["cpu", "cuda"] = "cpu"

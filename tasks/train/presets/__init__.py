@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from schemas.errors import InputError
 from schemas.train import TrainConfig, TrainParams
 
@@ -64,7 +66,7 @@ def resolve_config(params: TrainParams) -> TrainConfig:
     if params.cuda_graphs and params.compile_mode in ("reduce-overhead", "max-autotune"):
         raise InputError(f"cuda_graphs and compile_mode={params.compile_mode!r} both make CUDA graphs: pick one "
                          "(cuda_graphs with compile_mode='default' captures the compiled step whole)")
-    return TrainConfig(
+    values = dict(
         preset=params.preset,
         model=pick("model"),
         pretrained=pretrained,
@@ -97,3 +99,8 @@ def resolve_config(params: TrainParams) -> TrainConfig:
         workers=pick("workers", 0),
         decode_device=params.decode_device,
     )
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:  # a preset file's value out of bounds (the form checked the overrides)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise InputError(f"training preset {params.preset!r} gives an invalid configuration: {problems}") from None

@@ -53,6 +53,16 @@ def test_a_preset_can_be_a_json_file(tmp_path):
         get_preset(str(path))
 
 
+@pytest.mark.parametrize("key, value", [("steps", 0), ("image_size", 8), ("val_pairs", 10), ("resize_to", 4)])
+def test_a_preset_value_out_of_bounds_is_an_input_error_naming_it(tmp_path, monkeypatch, key, value):
+    import tasks.train.presets as presets
+
+    (tmp_path / "tiny.json").write_text(json.dumps({**get_preset("tiny"), key: value}))
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)  # an edited bundled preset
+    with pytest.raises(InputError, match=f"preset 'tiny'.*{key}"):
+        resolve_config(TrainParams(preset="tiny"))
+
+
 def test_the_config_hash_ignores_logging_but_not_the_recipe():
     a = resolve_config(TrainParams(preset="tiny"))
     b = resolve_config(TrainParams(preset="tiny", val_every=7, checkpoint_every=3, device="cpu"))
