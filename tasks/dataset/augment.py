@@ -9,6 +9,8 @@ reductions decode directly at the smaller size (JPEG DCT scaling), which is almo
 The CPU side returns uint8 [B, 3, S, S]; float conversion and CLIP normalisation happen on the
 device (tasks.dataset.batch.to_model_input). With decode_device='cuda', JPEG bytes and the
 drawn parameters cross over instead, and `augment_on_device` does the same work on the GPU.
+`normalize` is the project's one (x/255 - mean)/std: training (tasks.train.batches.ImagePrep)
+and embedding (tasks.evaluate.embed) call it with their model's mean and std.
 """
 
 from __future__ import annotations
@@ -137,11 +139,25 @@ def augment_on_device(jpegs: Sequence[torch.Tensor], params: torch.Tensor | np.n
     return out
 
 
-def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (or [0, 1] float) [B, 3, H, W] -> CLIP-normalised `dtype`, on the tensor's device."""
+def channel_stats(mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor, dtype: torch.dtype,
+                  device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as [1, C, 1, 1] `dtype` tensors on `device` (no copy if already so).
+
+    Build them once where normalisation runs inside a captured CUDA graph: making a device tensor
+    from Python numbers is a host-to-device copy, which graph capture does not allow."""
+    return (torch.as_tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1),
+            torch.as_tensor(std, dtype=dtype, device=device).view(1, -1, 1, 1))
+
+
+def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32,
+              mean: Sequence[float] | torch.Tensor = CLIP_MEAN,
+              std: Sequence[float] | torch.Tensor = CLIP_STD) -> torch.Tensor:
+    """uint8 (or [0, 1] float) [B, C, H, W] -> (x - mean) / std in `dtype`, on the tensor's device.
+
+    The arithmetic runs in `dtype` (mean and std are cast to it too), so a bf16 `dtype` is bf16
+    throughout; the input is never modified. `mean`/`std` default to CLIP's."""
     x = images.to(dtype) if images.dtype != dtype else images.clone()
     if images.dtype == torch.uint8:
         x = x.div_(255.0)
-    mean = torch.tensor(CLIP_MEAN, dtype=dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=dtype, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
+    mean_t, std_t = channel_stats(mean, std, dtype, x.device)
+    return x.sub_(mean_t).div_(std_t)

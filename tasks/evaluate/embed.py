@@ -125,21 +125,23 @@ class TensorTransform:
     """The eval transform on uint8 CHW tensors: shortest side to `size`, centre crop, normalise."""
 
     def __init__(self, cfg: dict[str, Any], device: torch.device):
+        from tasks.dataset.augment import channel_stats  # here, not at import: search loads no data stack
+
         size = cfg["size"]
         self.size = (size, size) if isinstance(size, int) else tuple(size)
-        self.mean = torch.tensor(cfg["mean"], device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
+        self.mean, self.std = channel_stats(cfg["mean"], cfg["std"], torch.float32, device)
         self.interpolation = cfg.get("interpolation", "bicubic")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
+        from tasks.dataset.augment import normalize
+
         mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
         resized = F.resize(batch, [min(self.size)], interpolation=mode, antialias=True)
         cropped = F.center_crop(resized, list(self.size))
-        pixels = cropped.float().div_(255.0)
-        return (pixels - self.mean) / self.std
+        return normalize(cropped, torch.float32, self.mean, self.std)  # uint8 in: decode_jpeg's output
 
 
 def _prepare_torch_batch(

@@ -31,19 +31,17 @@ def batch_size_of(batch: Any) -> int:
 def unpack(batch: Any, device: torch.device) -> Batch:
     """(images, tokens, proposal_ids) from a plain triple or a tasks.dataset Batch.
 
-    A dataset batch with GPU decoding (images None) is decoded and augmented on `device` here,
-    still as uint8, so normalisation stays the model's own (ImagePrep).
+    A dataset batch's images come to `device` still as uint8 (tasks.dataset.batch.device_images,
+    which also decodes them there with GPU decoding), so normalisation stays the model's own
+    (ImagePrep). A plain triple is returned as it is.
     """
     if not hasattr(batch, "proposal_ids"):
         return batch
     if batch.tokens is None:
         raise ValueError("the batch has no tokens: the loader needs the model's tokenizer")
-    if batch.images is not None:
-        return batch.images, batch.tokens, batch.proposal_ids
-    from tasks.dataset.augment import augment_on_device
+    from tasks.dataset.batch import device_images
 
-    images = augment_on_device(batch.encoded, batch.params, batch.crop, batch.resize_to, device)
-    return images, batch.tokens, batch.proposal_ids
+    return device_images(batch, device), batch.tokens, batch.proposal_ids
 
 
 class BatchStream:
@@ -107,14 +105,18 @@ class ImagePrep:
     """Move a batch to the device; normalise uint8 images there with the model's mean/std."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+        from tasks.dataset.augment import channel_stats  # here, not at import: as in tasks.train.data
+
         self.device = device
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        # Made once: the CUDA-graph step calls `images` during capture, where no host copy may run.
+        self.mean, self.std = channel_stats(mean, std, torch.float32, device)
 
     def images(self, images: torch.Tensor) -> torch.Tensor:
+        from tasks.dataset.augment import normalize
+
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
-            return (images.float().div_(255.0) - self.mean) / self.std
+            return normalize(images, torch.float32, self.mean, self.std)
         return images.float()
 
     def tokens(self, tokens: torch.Tensor) -> torch.Tensor:

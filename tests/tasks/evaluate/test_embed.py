@@ -59,3 +59,24 @@ def test_cuda_without_a_gpu_is_refused_up_front():
     with pytest.raises(InputError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_tensor_transform_normalises_with_the_models_mean_and_std(tiny_clip):
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    from tasks.evaluate.embed import TensorTransform
+
+    cfg = {"size": 16, "mean": (0.5, 0.25, 0.125), "std": (0.2, 0.3, 0.4), "interpolation": "bicubic"}
+    transform = TensorTransform(cfg, torch.device("cpu"))
+    batch = torch.randint(0, 256, (2, 3, 24, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = transform(batch)
+    # The formula TensorTransform had before it called tasks.dataset.augment.normalize.
+    cropped = F.center_crop(F.resize(batch, [16], interpolation=InterpolationMode.BICUBIC, antialias=True), [16, 16])
+    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 16, 16)
+    assert torch.equal(out, (cropped.float().div_(255.0) - mean) / std)
+    assert torch.equal(TensorTransform(tiny_clip.image_cfg, tiny_clip.device).mean.flatten(),
+                       torch.tensor(tiny_clip.image_cfg["mean"], dtype=torch.float32))

@@ -125,3 +125,36 @@ def test_siglip_bf16_and_grad_checkpointing_variants_train(tiny_config, tiny_tok
     assert losses[-1] < losses[0]
     bf16 = _trainer(tiny_config(steps=8, warmup_steps=0, precision="bf16"))
     assert math.isfinite(float(bf16.train_step(batch, 0)))
+
+
+def test_image_prep_normalises_uint8_with_the_models_stats_and_passes_float_through():
+    from tasks.train.batches import ImagePrep
+
+    mean, std = (0.5, 0.25, 0.125), (0.2, 0.3, 0.4)
+    prep = ImagePrep(mean, std, torch.device("cpu"))
+    images = torch.randint(0, 256, (2, 3, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = prep.images(images)
+    # The formula ImagePrep had before it called tasks.dataset.augment.normalize.
+    expected = (images.float().div_(255.0) - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    assert out.dtype == torch.float32 and torch.equal(out, expected)
+    already = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert torch.equal(prep.images(already), already.float())  # float images are taken as normalised
+    assert prep.images(already.bfloat16()).dtype == torch.float32
+
+
+def test_unpack_hands_over_a_dataset_batchs_uint8_images_and_passes_triples_through():
+    from tasks.dataset.batch import Batch
+    from tasks.train.batches import unpack
+
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    tokens = torch.ones(2, 77, dtype=torch.long)
+    batch = Batch(images=images, tokens=tokens, proposal_ids=["p1", "p2"], obsids=["o1", "o2"], captions=["a", "b"])
+    out_images, out_tokens, ids = unpack(batch, torch.device("cpu"))
+    assert out_images.dtype == torch.uint8 and torch.equal(out_images, images)
+    assert out_tokens is tokens and ids == ["p1", "p2"]
+    triple = (images.float(), tokens, ["p1", "p2"])
+    assert unpack(triple, torch.device("cpu")) is triple
+    with pytest.raises(ValueError, match="no tokens"):
+        unpack(batch._replace(tokens=None), torch.device("cpu"))
+    with pytest.raises(ValueError, match="neither decoded images"):
+        unpack(batch._replace(images=None), torch.device("cpu"))
