@@ -50,12 +50,29 @@ def _torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """What `write_model` wrote, hashed as it was written (so nobody reads the weights back)."""
+
+    checkpoint_sha256: str  # weights + head: what load_trained verifies and reports
+    weights_sha256: str  # the weights file alone
+    weights_bytes: int
+
+
 def export_model(directory: str, model: nn.Module, *, model_name: str, model_cfg: dict[str, Any],
                  preprocess_cfg: dict[str, Any], meta: dict[str, Any]) -> str:
     """Write an open_clip-loadable model folder; returns the checkpoint sha256 (weights + head)."""
+    return write_model(directory, model, model_name=model_name, model_cfg=model_cfg,
+                       preprocess_cfg=preprocess_cfg, meta=meta).checkpoint_sha256
+
+
+def write_model(directory: str, model: nn.Module, *, model_name: str, model_cfg: dict[str, Any],
+                preprocess_cfg: dict[str, Any], meta: dict[str, Any]) -> ExportedModel:
+    """`export_model`, returning the weights file's own hash and size beside the checkpoint hash."""
     base, head = model_state(model)
     weights = _torch_bytes(base)
     digest = hashlib.sha256(weights)
+    weights_sha = digest.hexdigest()  # a snapshot: the head's bytes are added to `digest` below
     atomic_write_bytes(join(directory, WEIGHTS_FILE), weights)
     if head:
         head_bytes = _torch_bytes(head)
@@ -69,7 +86,7 @@ def export_model(directory: str, model: nn.Module, *, model_name: str, model_cfg
             "head_hidden": _head_hidden(head), "weights": WEIGHTS_FILE}
     # Written last: a folder without model.json is an export that did not finish.
     atomic_write_bytes(join(directory, META_FILE), json.dumps(info, indent=2, sort_keys=True).encode())
-    return sha
+    return ExportedModel(checkpoint_sha256=sha, weights_sha256=weights_sha, weights_bytes=len(weights))
 
 
 def _head_hidden(head: dict[str, torch.Tensor]) -> int | None:

@@ -31,7 +31,7 @@ from schemas.manifest import FileEntry, Manifest
 from schemas.stage import StageResult
 from schemas.train import TrainConfig, TrainParams
 from storage import DataLayout
-from storage.fs import atomic_write_bytes, exists, join, open_fs, read_bytes, read_text
+from storage.fs import atomic_write_bytes, exists, join, read_text
 from tasks.train.batches import BatchStream
 from tasks.train.checkpoint import (
     checkpoint_bytes,
@@ -42,7 +42,7 @@ from tasks.train.checkpoint import (
 )
 from tasks.train.data import open_training_data
 from tasks.train.distributed import DistInfo, barrier, init_distributed
-from tasks.train.export import META_FILE, WEIGHTS_FILE, export_model
+from tasks.train.export import META_FILE, WEIGHTS_FILE, export_model, write_model
 from tasks.train.loop import FitState, Trainer, fit
 from tasks.train.model import check_model_name, check_pretrained, create_clip, get_tokenizer
 from tasks.train.presets import resolve_config
@@ -200,25 +200,15 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
     if not dist.is_main:
         return StageResult(stage=STAGE, digest="", outputs={"run_dir": run_dir}, stats={"rank": dist.rank})
 
-    sha = export_model(join(run_dir, "final"), created.model, model_name=cfg.model, model_cfg=created.model_cfg,
-                       preprocess_cfg=created.preprocess_cfg, meta={**meta, "step": state.step, "which": "final"})
+    final = write_model(join(run_dir, "final"), created.model, model_name=cfg.model, model_cfg=created.model_cfg,
+                        preprocess_cfg=created.preprocess_cfg, meta={**meta, "step": state.step, "which": "final"})
     stats = {"steps": state.step, "final_train_loss": state.last_loss, "best_step": state.best_step,
              "best_top10pct_image_to_text": state.best_metric if state.best_step >= 0 else None,
-             "final_val": state.last_val, "checkpoint_sha256": sha, "run": run,
+             "final_val": state.last_val, "checkpoint_sha256": final.checkpoint_sha256, "run": run,
              "dataset_version": data.version, "world_size": dist.world_size,
              "samples_per_s": state.samples / state.seconds if state.seconds else None}
-    weights = join(run_dir, "final", WEIGHTS_FILE)
     manifest = Manifest(name=f"run-{run}", files=[FileEntry(path=f"final/{WEIGHTS_FILE}", rows=0,
-                                                            bytes=_size(weights), sha256=_sha(weights))],
+                                                            bytes=final.weights_bytes, sha256=final.weights_sha256)],
                         inputs=inputs, config=hashed, stats=stats)
     atomic_write_bytes(join(run_dir, MANIFEST_FILE), manifest.to_json().encode())
     return _result(run_dir, manifest, cached=False)
-
-
-def _sha(url: str) -> str:
-    return hashlib.sha256(read_bytes(url)).hexdigest()
-
-
-def _size(url: str) -> int:
-    fs, path = open_fs(url)
-    return int(fs.size(path))

@@ -113,3 +113,15 @@ def test_a_checkpoint_of_another_config_is_not_resumed(dataset):
     run_train(_params(data, run_name="shared", steps=3))
     with pytest.raises(InputError, match="another config"):
         run_train(_params(data, run_name="shared", steps=3, lr=0.5, resume=True))
+
+
+def test_the_run_manifest_records_the_final_weights_files_own_hash_and_size(dataset):
+    import hashlib
+    from pathlib import Path
+
+    result = run_train(_params(data=dataset[0]))  # the first test's run (cached) when it ran before
+    run_dir = Path(result.outputs["run_dir"])
+    [entry] = json.loads((run_dir / "manifest.json").read_text())["files"]
+    weights = (run_dir / entry["path"]).read_bytes()
+    assert entry["path"] == "final/open_clip_pytorch_model.bin"
+    assert entry["sha256"] == hashlib.sha256(weights).hexdigest() and entry["bytes"] == len(weights)
