@@ -17,19 +17,16 @@ retried per batch; user errors and unconstrained output are not.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
 from prefect.logging import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import unmapped
 
 from flows.caching import is_retryable
+from flows.runners import ProgressLog, default_task_runner, map_in_order
 from flows.secrets import prepare_secrets
 from schemas.stage import StageResult
 from schemas.summary import SummarizeParams
@@ -42,11 +39,6 @@ from tasks.summarize.stage import (
     summary_batches,
 )
 
-# Threads of the default runner: batches of a backend that holds a model take turns on it anyway;
-# the extractive and openai backends run side by side.
-THREADS = max(2, min(4, os.cpu_count() or 1))
-
-
 @task(name="summarize-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_jitter_factor=0.3, retry_condition_fn=is_retryable)
 def summarize_batch_task(params: SummarizeParams, config: dict[str, Any], items: list[dict[str, str]]) -> dict:
@@ -55,7 +47,7 @@ def summarize_batch_task(params: SummarizeParams, config: dict[str, Any], items:
     return summarize_batch(params, config, items)
 
 
-@flow(name="summarize", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=False)
+@flow(name="summarize", task_runner=default_task_runner(), log_prints=False)
 def summarize(params: SummarizeParams | None = None) -> StageResult:
     """Summarize proposal abstracts into '<objects>; <use cases>' captions with the chosen backend."""
     params = params or SummarizeParams()
@@ -78,28 +70,14 @@ def _summarize(params: SummarizeParams, logger: Any) -> StageResult:
     batches = summary_batches(plan)
     logger.info("%d abstracts to summarize in %d batches (%d cached)", len(plan.pending), len(batches), plan.reused)
     started = time.perf_counter()
-    futures = summarize_batch_task.map(unmapped(params), unmapped(plan.config), batches) if batches else []
-    results: dict[int, dict] = {}
-    errors: list[BaseException] = []
-    index = {future.task_run_id: i for i, future in enumerate(futures)}
-    done = last = 0
-    for future in as_completed(futures):
-        try:
-            batch = future.result()
-        except Exception as err:  # noqa: BLE001 - the others still finish and are cached first
-            errors.append(err)
-            continue
+    progress = ProgressLog(logger, len(plan.pending), "summarized %d of %d abstracts (%d%%)")
+
+    def keep(batch: dict) -> None:
         cache_summaries(params.data, batch)  # in the flow's thread: appends are serialised
-        results[index[future.task_run_id]] = batch
-        done += len(batch["rows"]) + len(batch["failures"])
-        percent = 100 * done // max(1, len(plan.pending))
-        if percent // 10 != last // 10 or done == len(plan.pending):  # a line per 10%, not per batch
-            last = percent
-            logger.info("summarized %d of %d abstracts (%d%%)", done, len(plan.pending), percent)
-    if errors:
-        raise errors[0]
-    return finish_summarize(plan, [results[i] for i in range(len(futures))],
-                            generate_seconds=time.perf_counter() - started if batches else None)
+        progress.add(len(batch["rows"]) + len(batch["failures"]))
+
+    results = map_in_order(summarize_batch_task, batches, params, plan.config, on_result=keep)
+    return finish_summarize(plan, results, generate_seconds=time.perf_counter() - started if batches else None)
 
 
 def _report(params: SummarizeParams, result: StageResult) -> None:
