@@ -16,27 +16,19 @@ number of shards (each at least `shard_target_mb`, or a row group), never one pe
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
 from prefect.logging import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import unmapped
 
 from flows.caching import is_retryable
+from flows.runners import ProgressLog, default_task_runner, map_in_order
 from flows.secrets import prepare_secrets
 from schemas.dataset import SPLITS, BuildDatasetParams
 from schemas.stage import StageResult
-from tasks.dataset.stage import build_shard, built_version, finish_build, plan_build
-
-# Threads of the default runner: each shard task reads its images with a few threads of its own,
-# and a shard task holds at most one row group and a bounded read-ahead window in memory.
-THREADS = max(2, min(4, os.cpu_count() or 1))
-
+from tasks.dataset.stage import PlannedVersion, build_shard, built_version, finish_build, plan_build, plan_version
 
 @task(name="build-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
       retry_condition_fn=is_retryable)
@@ -46,15 +38,16 @@ def build_shard_task(params: BuildDatasetParams, version: str, chunk: dict[str, 
     return build_shard(params, version, chunk)
 
 
-@flow(name="build_dataset", task_runner=ThreadPoolTaskRunner(max_workers=THREADS), log_prints=False)
+@flow(name="build_dataset", task_runner=default_task_runner(), log_prints=False)
 def build_dataset(params: BuildDatasetParams | None = None) -> StageResult:
     """Join, split and shard the training set; returns a StageResult whose digest is the version id."""
     params = params or BuildDatasetParams()
     prepare_secrets()  # S3 keys from Secret blocks, when the environment has none
     logger = get_run_logger()
-    result = built_version(params)  # also moves `latest` to it
+    planned = plan_version(params)  # the input manifests, read once for both steps
+    result = built_version(params, planned)  # also moves `latest` to it
     if result is None:
-        result = _build(params, logger)
+        result = _build(params, planned, logger)
     examples = result.stats.get("examples", {})
     proposals = result.stats.get("proposals", {})
     create_table_artifact(
@@ -67,21 +60,11 @@ def build_dataset(params: BuildDatasetParams | None = None) -> StageResult:
     return result
 
 
-def _build(params: BuildDatasetParams, logger: Any) -> StageResult:
-    plan = plan_build(params)
+def _build(params: BuildDatasetParams, planned: PlannedVersion, logger: Any) -> StageResult:
+    plan = plan_build(params, planned)
     logger.info("dataset %s: %d examples in %d shards", plan.version, len(plan.examples.examples), len(plan.chunks))
-    payloads = [chunk.payload() for chunk in plan.chunks]
-    futures = build_shard_task.map(unmapped(params), unmapped(plan.version), payloads) if payloads else []
-    results: list[dict[str, Any]] = []
-    errors: list[BaseException] = []
-    for done, future in enumerate(as_completed(futures), start=1):
-        try:
-            results.append(future.result())
-        except Exception as err:  # noqa: BLE001 - let the other shards finish: a retry rewrites them anyway
-            errors.append(err)
-            continue
-        if done == len(futures) or done % max(1, len(futures) // 10) == 0:
-            logger.info("wrote %d of %d shards", done, len(futures))
-    if errors:
-        raise errors[0]
+    progress = ProgressLog(logger, len(plan.chunks), "wrote %d of %d shards (%d%%)")
+    # A failed shard lets the others finish: a retry of the stage rewrites them anyway.
+    results = map_in_order(build_shard_task, [chunk.payload() for chunk in plan.chunks], params, plan.version,
+                           on_result=lambda _: progress.add())
     return finish_build(plan, results)  # orders the results by the plan

@@ -62,8 +62,12 @@ class TableStore:
         fs, path = open_fs(self.manifest_path(name))
         return fs.exists(path)
 
-    def manifest(self, name: str) -> Manifest | None:
-        fs, path = open_fs(self.manifest_path(name))
+    def manifest(self, name: str, digest: str | None = None) -> Manifest | None:
+        """The table's current manifest, or with `digest` that exact earlier version of it."""
+        if digest is None:
+            fs, path = open_fs(self.manifest_path(name))
+        else:
+            fs, path = open_fs(join(self.table_dir(name), VERSIONS, f"{digest}.json"))
         if not fs.exists(path):
             return None
         return Manifest.from_json(fs.cat_file(path).decode("utf-8"))
@@ -228,11 +232,18 @@ class TableStore:
             raise InputError(f"table {name!r}: file {entry.path} does not match its manifest hash")
         return pq.read_table(io.BytesIO(data))
 
-    def read(self, name: str, *, columns: Iterable[str] | None = None, verify: bool = True) -> pa.Table:
+    def read(self, name: str, *, columns: Iterable[str] | None = None, verify: bool = True,
+             digest: str | None = None) -> pa.Table:
         """The rows the manifest lists; each file is checked against its manifest sha256 first
-        (hashing bytes already in memory costs ~1 ms/MB: shared storage is not trusted)."""
-        manifest = self.manifest(name)
+        (hashing bytes already in memory costs ~1 ms/MB: shared storage is not trusted).
+
+        `digest` reads that version of the table: a stage that keyed its work on a digest reads
+        exactly those rows, even if a newer version was committed since it looked.
+        """
+        manifest = self.manifest(name, digest)
         if manifest is None:
+            if digest is not None and self.exists(name):
+                raise InputError(f"table {name!r} under {self.root} has no version {digest[:16]}")
             raise InputError(f"table {name!r} does not exist under {self.root} (run the stage that writes it)")
         tables = [self._read_file(name, f, verify=verify) for f in manifest.files]
         table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})

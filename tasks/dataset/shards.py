@@ -1,4 +1,4 @@
-"""Write examples as Parquet shards: target size, streaming row groups, zstd, HF Image column.
+"""Write examples as Parquet shards: one per writer, streaming row groups, zstd, HF Image column.
 
 Memory stays bounded by one row group: rows are buffered until `row_group_rows`, written as one
 row group, and dropped. A shard is written to a temporary file and renamed (or uploaded whole)
@@ -185,26 +185,28 @@ def object_sizes(root: str, relpaths: Mapping[str, str]) -> dict[str, int]:
 
 
 class SplitShardWriter:
-    """Streams one split's examples into `<version>/<split>/part-NNNNN.parquet` shards."""
+    """Streams examples of one split into one shard, `<version>/<split>/part-<first_part>.parquet`.
 
-    def __init__(self, version_url: str, split: str, *, target_bytes: int, row_group_rows: int,
-                 compression_level: int = 3, first_part: int = 0):
+    The build plans shard boundaries before any image is read (tasks.dataset.stage.plan_chunks),
+    so a writer never decides where a shard ends: every example it is given goes into its one file.
+    """
+
+    def __init__(self, version_url: str, split: str, *, row_group_rows: int, compression_level: int = 3,
+                 first_part: int = 0):
         self.version_url = version_url
         self.split = split
-        self.first_part = first_part  # the number of its first shard (a chunk of a split starts later)
-        self.target_bytes = target_bytes
+        self.first_part = first_part  # the shard's part number (a chunk of a split starts later)
         self.row_group_rows = row_group_rows
         self.compression_level = compression_level
         self._levels = {path: (_IMAGE_LEVEL if path == "image.bytes" else compression_level)
                         for path in _leaf_columns(EXAMPLE_SCHEMA)}
-        self.written: list[ShardFile] = []
         self._buffer = _Buffer()
         self._file: _AtomicFile | None = None
         self._writer: pq.ParquetWriter | None = None
         self._row_groups: list[int] = []
 
     def _relpath(self) -> str:
-        return shard_relpath(self.split, self.first_part + len(self.written))
+        return shard_relpath(self.split, self.first_part)
 
     def add(self, example: Example) -> None:
         self._buffer.add(example)
@@ -224,29 +226,24 @@ class SplitShardWriter:
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._row_groups.append(table.num_rows)
         self._buffer = _Buffer()
-        assert self._file is not None
-        if self._file.handle.tell() >= self.target_bytes:
-            self._close_shard()
 
-    def _close_shard(self) -> None:
+    def close(self) -> list[ShardFile]:
+        """Commit the shard: [its ShardFile], or [] when nothing was added (then no file is written)."""
+        self._flush_row_group()
         if self._writer is None or self._file is None:
-            return
+            return []
         relpath = self._relpath()
         self._writer.close()
         size, digest = self._file.commit()
-        self.written.append(ShardFile(path=relpath, split=self.split, rows=sum(self._row_groups), bytes=size,
-                                      sha256=digest, row_groups=tuple(self._row_groups)))
-        log.info("wrote %s: %d rows in %d row groups, %.1f MB", relpath, sum(self._row_groups),
-                 len(self._row_groups), size / 1e6)
+        shard = ShardFile(path=relpath, split=self.split, rows=sum(self._row_groups), bytes=size, sha256=digest,
+                          row_groups=tuple(self._row_groups))
+        log.info("wrote %s: %d rows in %d row groups, %.1f MB", relpath, shard.rows, len(self._row_groups),
+                 size / 1e6)
         self._writer, self._file, self._row_groups = None, None, []
-
-    def close(self) -> list[ShardFile]:
-        self._flush_row_group()
-        self._close_shard()
-        return self.written
+        return [shard]
 
     def abort(self) -> None:
-        """Drop the shard in progress (its temporary); shards already committed stay."""
+        """Drop the shard in progress (its temporary): nothing appears at its path."""
         if self._writer is not None:
             try:
                 self._writer.close()

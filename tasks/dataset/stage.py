@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -77,7 +76,10 @@ def input_digests(tables: TableStore, params: BuildDatasetParams) -> dict[str, s
     return digests
 
 
-def plan_version(params: BuildDatasetParams) -> tuple[str, dict[str, str]]:
+PlannedVersion = tuple[str, dict[str, str]]  # (version id, input table name -> manifest digest)
+
+
+def plan_version(params: BuildDatasetParams) -> PlannedVersion:
     """(version id, input digests) for these params, without building anything."""
     tables = TableStore(DataLayout(params.data).tables)
     inputs = input_digests(tables, params)
@@ -160,9 +162,12 @@ class BuildPlan:
     started: float = field(default_factory=time.perf_counter)
 
 
-def built_version(params: BuildDatasetParams) -> StageResult | None:
-    """The complete version these params name (and `latest` moved to it), or None to build it."""
-    version, _ = plan_version(params)
+def built_version(params: BuildDatasetParams, planned: PlannedVersion | None = None) -> StageResult | None:
+    """The complete version these params name (and `latest` moved to it), or None to build it.
+
+    `planned` is `plan_version(params)` when the caller has it already (then no manifest is reread).
+    """
+    version, _ = planned or plan_version(params)
     existing = None if params.rebuild else complete_manifest(params.data, version)
     if existing is None:
         return None
@@ -198,13 +203,18 @@ def plan_chunks(examples: Sequence[ExampleMeta], sizes: Mapping[str, int], *, ta
     return chunks
 
 
-def plan_build(params: BuildDatasetParams) -> BuildPlan:
-    """Join, split and chunk (metadata and file sizes only: no image is read)."""
+def plan_build(params: BuildDatasetParams, planned: PlannedVersion | None = None) -> BuildPlan:
+    """Join, split and chunk (metadata and file sizes only: no image is read).
+
+    `planned` is `plan_version(params)` when the caller has it already (then no manifest is reread).
+    """
     started = time.perf_counter()
     layout = DataLayout(params.data)
     tables = TableStore(layout.tables)
-    version, inputs = plan_version(params)
-    examples = plan_examples({name: tables.read(name) if inputs[name] else None for name in INPUT_TABLES}, params)
+    version, inputs = planned or plan_version(params)
+    # The versions whose digests named this dataset version, even if an input moved on since.
+    examples = plan_examples({name: tables.read(name, digest=inputs[name]) if inputs[name] else None
+                              for name in INPUT_TABLES}, params)
     images = ImageStore(layout.images)
     keys = {m.image_sha256 for m in examples.examples}
     prefix = images.root.rstrip("/") + "/"
@@ -241,10 +251,9 @@ def build_shard(params: BuildDatasetParams, version: str, chunk: ShardChunk | Ma
                 return problem
         return data
 
-    # One chunk, one shard: the plan sized it, so the writer never splits it.
-    writer = SplitShardWriter(version_url(params.data, version), chunk.split, target_bytes=sys.maxsize,
-                              row_group_rows=params.row_group_rows, compression_level=params.compression_level,
-                              first_part=chunk.part)
+    # One chunk, one shard: plan_chunks sized it.
+    writer = SplitShardWriter(version_url(params.data, version), chunk.split, row_group_rows=params.row_group_rows,
+                              compression_level=params.compression_level, first_part=chunk.part)
     rejects: list[dict[str, Any]] = []
     proposals: set[str] = set()
     words: dict[str, list[int]] = {"caption_summary": [], "caption_abstract": []}
@@ -337,10 +346,11 @@ def run_build_dataset(params: BuildDatasetParams, progress: Progress | None = No
 
     The plain-Python stage: the flow's plan, shards and manifest, the shards one after another here.
     """
-    existing = built_version(params)
+    planned = plan_version(params)  # the input manifests, read once for both steps
+    existing = built_version(params, planned)
     if existing is not None:
         return existing
-    plan = plan_build(params)
+    plan = plan_build(params, planned)
     total = len(plan.examples.examples)
     done = 0
 

@@ -32,6 +32,17 @@ def test_write_read_round_trip(root):
     assert reread.digest == m.digest and reread.config == {"a": 1}
 
 
+def test_a_named_version_reads_its_own_rows_after_a_newer_commit(root):
+    store = TableStore(DataLayout(root).tables)
+    first = store.write("observations", _obs([1, 2])).digest
+    store.upsert("observations", _obs([3]), key=["obsid"])
+    assert store.read("observations").num_rows == 3
+    assert store.read("observations", digest=first).to_pylist() == _obs([1, 2]).to_pylist()
+    assert store.manifest("observations", first).digest == first
+    with pytest.raises(InputError, match="no version 0000"):
+        store.read("observations", digest="0" * 64)
+
+
 def test_digest_is_content_addressed(root):
     store = TableStore(DataLayout(root).tables)
     d1 = store.write("t", _obs([1, 2])).digest

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from schemas.arrow import PREVIEWS_SCHEMA
-from schemas.dataset import SPLITS, BuildDatasetParams
+from schemas.dataset import SPLITS, BuildDatasetParams, Example
 from schemas.errors import InputError
 from storage import DataLayout, ImageStore, TableStore
 from storage.fs import atomic_write_bytes, exists, join, open_fs, read_text
@@ -228,3 +228,50 @@ def test_missing_summaries_are_counted_and_optional(tmp_path, tokenizer):
     split = next(s for s in SPLITS if "" in lenient.read_metadata(s).column("caption_summary").to_pylist())
     captions = [c for b in lenient.make_loader(split, tokenizer, batch_size=1, image_size=32) for c in b.captions]
     assert any(c.startswith("Category: ") for c in captions)
+
+
+def test_a_build_plans_its_version_from_one_read_of_the_input_manifests(tmp_path, monkeypatch):
+    import tasks.dataset.stage as stage
+
+    data = str(tmp_path / "data")
+    write_synthetic_inputs(data, proposals=4, images_per_proposal=2, size=SMALL)
+    reads = []
+    read_digests = stage.input_digests
+    monkeypatch.setattr(stage, "input_digests", lambda *a, **kw: reads.append(1) or read_digests(*a, **kw))
+    first = run_build_dataset(_params(data))
+    assert not first.cached and len(reads) == 1  # built_version and plan_build share one read
+    assert run_build_dataset(_params(data)).cached and len(reads) == 2
+
+
+def test_a_plan_reads_the_input_versions_its_id_names_even_after_an_input_moves_on(tmp_path):
+    from tasks.dataset.stage import plan_build, plan_version
+
+    data = str(tmp_path / "data")
+    write_synthetic_inputs(data, proposals=4, images_per_proposal=2, size=SMALL)
+    planned = plan_version(_params(data))
+    write_synthetic_inputs(data, proposals=6, images_per_proposal=2, size=SMALL)  # a refresh commits meanwhile
+    plan = plan_build(_params(data), planned)
+    assert plan.version == planned[0] and len(plan.examples.examples) == 8
+    assert len(plan_build(_params(data)).examples.examples) == 12
+
+
+def test_a_shard_writer_puts_everything_it_is_given_into_its_one_shard(built, tmp_path):
+    from tasks.dataset.shards import SplitShardWriter, sha256_of
+
+    rows = list(built.iter_examples("train"))
+    examples = [Example(**{**row, "image": row["image"]["bytes"]}) for row in rows]
+    root = str(tmp_path / "version")
+    # The plan cuts shards (plan_chunks), not the writer: everything it is given lands in one file.
+    writer = SplitShardWriter(root, "train", row_group_rows=8, first_part=3)
+    for example in examples:
+        writer.add(example)
+    [shard] = writer.close()
+    assert shard.path == "train/part-00003.parquet" and shard.rows == len(examples) > 8
+    assert list(shard.row_groups) == [8] * (len(examples) // 8) + ([len(examples) % 8] if len(examples) % 8 else [])
+    fs, path = open_fs(join(root, shard.path))
+    assert sha256_of(fs, path) == shard.sha256 and fs.size(path) == shard.bytes
+    assert [p.name for p in (tmp_path / "version" / "train").iterdir()] == ["part-00003.parquet"]
+    assert pq.read_table(path, columns=["obsid"]).column("obsid").to_pylist() == [r["obsid"] for r in rows]
+
+    empty = SplitShardWriter(str(tmp_path / "empty"), "val", row_group_rows=8)
+    assert empty.close() == [] and not (tmp_path / "empty").exists()

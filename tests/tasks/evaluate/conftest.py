@@ -106,7 +106,7 @@ def write_color_dataset(data: str, *, proposals_per_split: dict[str, int], image
     files = []
     pid, obsid = 100, 5000
     for split, count in proposals_per_split.items():
-        writer = SplitShardWriter(root, split, target_bytes=1 << 30, row_group_rows=64)
+        writer = SplitShardWriter(root, split, row_group_rows=64)
         for _ in range(count):
             pid += 1
             color = names[pid % len(names)]
