@@ -31,7 +31,8 @@ from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
 from schemas.errors import InputError, PermanentRemoteError
-from storage.fs import join
+from schemas.stage import StageResult
+from storage.fs import exists, join
 
 # Bump to invalidate every pipeline cache entry at once (e.g. after a storage-format change).
 CACHE_VERSION = "1"
@@ -142,22 +143,44 @@ def key_storage_for(root: str) -> Path | str | None:
     return storage / "keys" if isinstance(storage, Path) else None
 
 
+def persisted_result_options(root: str, **options: Any) -> dict[str, Any]:
+    """`Task.with_options` keyword arguments that persist a task's result (so its cache record is
+    usable) as JSON, under `root`'s result storage; `options` are added as they are."""
+    persisted: dict[str, Any] = {"persist_result": True, "result_serializer": RESULT_SERIALIZER, **options}
+    storage = result_storage_for(root)
+    if storage is not None:
+        persisted["result_storage"] = storage
+    return persisted
+
+
 def stage_task_options(root: str, *, refresh: bool) -> dict[str, Any]:
     """`Task.with_options` keyword arguments that put a stage's cache under `root`."""
     policy = STAGE_CACHE_POLICY
     key_storage = key_storage_for(root)
     if key_storage is not None:
         policy = policy.configure(key_storage=key_storage)
-    options: dict[str, Any] = {
-        "cache_policy": policy,
-        "refresh_cache": refresh,
-        "persist_result": True,
-        "result_serializer": RESULT_SERIALIZER,
-    }
-    storage = result_storage_for(root)
-    if storage is not None:
-        options["result_storage"] = storage
-    return options
+    return persisted_result_options(root, cache_policy=policy, refresh_cache=refresh)
+
+
+PRESENT_OUTPUTS = "outputs_present"
+
+
+def _local_outputs(result: StageResult, root: str) -> dict[str, str]:
+    root = root.rstrip("/")
+    return {k: v for k, v in result.outputs.items() if root and isinstance(v, str) and v.startswith(root)}
+
+
+def record_present_outputs(result: StageResult, root: str) -> StageResult:
+    """Note which outputs under the data root exist now (a stage may list a table it had no rows
+    for), so a later cache hit can tell whether its files are still there."""
+    present = sorted(k for k, v in _local_outputs(result, root).items() if exists(v))
+    return result.model_copy(update={"stats": {**result.stats, PRESENT_OUTPUTS: present}})
+
+
+def outputs_still_present(result: StageResult, root: str) -> bool:
+    """A cache record is only as good as the files it names."""
+    local = _local_outputs(result, root)
+    return all(exists(local[k]) for k in result.stats.get(PRESENT_OUTPUTS, []) if k in local)
 
 
 def is_retryable(task: Any, task_run: Any, state: Any) -> bool:

@@ -16,18 +16,25 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from flows.caching import RESULT_SERIALIZER, code_version, is_retryable, result_storage_for
+from flows.caching import (
+    RESULT_SERIALIZER,
+    code_version,
+    is_retryable,
+    outputs_still_present,
+    persisted_result_options,
+    record_present_outputs,
+)
 from schemas.evaluate import EvaluateParams
 from schemas.stage import StageResult
-from storage.fs import exists, read_text
-from tasks.evaluate import plan_evaluation, run_evaluate
+from storage.fs import read_text
+from tasks.evaluate import EvaluationPlan, plan_evaluation, run_evaluate
 
 CODE = ("flows.evaluate", "tasks.evaluate", "schemas.evaluate", "storage", "schemas.manifest", "schemas.vocabulary")
 
 
-def evaluation_cache_key(params: EvaluateParams) -> str:
+def evaluation_cache_key(params: EvaluateParams, plan: EvaluationPlan | None = None) -> str:
     """Checkpoint hashes + dataset digest + params + code: the same key means the same report."""
-    plan = plan_evaluation(params)
+    plan = plan or plan_evaluation(params)
     blob = json.dumps({"inputs": plan.inputs, "config": plan.config, "data": params.data,
                        "code": code_version(*CODE)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -38,18 +45,14 @@ def _key_from_inputs(context: Any, inputs: dict[str, Any]) -> str:
 
 
 @task(name="evaluate-models", retries=1, retry_delay_seconds=[5], retry_condition_fn=is_retryable)
-def evaluate_models(params: EvaluateParams, cache_key: str) -> StageResult:
-    """Run the evaluation; `cache_key` is here so Prefect can key the result on it."""
-    return run_evaluate(params)
+def evaluate_models(params: EvaluateParams, cache_key: str, plan: EvaluationPlan | None = None) -> StageResult:
+    """Run the evaluation; `cache_key` is here so Prefect can key the result on it, and `plan` (the
+    flow's, which the key came from) so the run, dataset and models are not resolved twice."""
+    return record_present_outputs(run_evaluate(params, plan=plan), params.data)
 
 
 def _task_options(params: EvaluateParams, refresh: bool) -> dict[str, Any]:
-    options: dict[str, Any] = {"cache_key_fn": _key_from_inputs, "persist_result": True,
-                               "result_serializer": RESULT_SERIALIZER, "refresh_cache": refresh}
-    storage = result_storage_for(params.data)
-    if storage is not None:
-        options["result_storage"] = storage
-    return options
+    return persisted_result_options(params.data, cache_key_fn=_key_from_inputs, refresh_cache=refresh)
 
 
 def _publish(result: StageResult) -> None:
@@ -72,12 +75,13 @@ def evaluate(params: EvaluateParams | None = None) -> StageResult:
     """Compare the fine-tuned model with the base model and controls; write report.json/.md and plots."""
     params = params or EvaluateParams()
     logger = get_run_logger()
-    key = evaluation_cache_key(params)
-    result = evaluate_models.with_options(**_task_options(params, params.refresh))(params, key)
-    if not exists(result.outputs["report"]) or ("index" in result.outputs and not exists(result.outputs["index"])):
+    plan = plan_evaluation(params)
+    key = evaluation_cache_key(params, plan)
+    result = evaluate_models.with_options(**_task_options(params, params.refresh))(params, key, plan)
+    if not outputs_still_present(result, params.data):
         # A cache record outlived its files (reports or index deleted): evaluate again.
         logger.info("cached evaluation names missing files; evaluating again")
-        result = evaluate_models.with_options(**_task_options(params, True))(params, key)
+        result = evaluate_models.with_options(**_task_options(params, True))(params, key, plan)
     _publish(result)
     logger.info("evaluation of %s: %s", result.outputs.get("run_name"), result.outputs["report"])
     return result

@@ -31,7 +31,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import unmapped
 from prefect.utilities.hashing import hash_objects
 
-from flows.caching import RESULT_SERIALIZER, canonical_json, code_version, is_retryable, result_storage_for
+from flows.caching import canonical_json, code_version, is_retryable, persisted_result_options
 from flows.secrets import prepare_secrets
 from schemas.ingest import IngestParams
 from schemas.records import PreviewImage, Proposal
@@ -91,13 +91,8 @@ def _plain(value: Any) -> Any:
 
 
 def _cached(fields: list[str], params: IngestParams, expiration: timedelta) -> dict[str, Any]:
-    options: dict[str, Any] = {"cache_policy": IngestKey(fields=fields), "persist_result": True,
-                               "result_serializer": RESULT_SERIALIZER, "cache_expiration": expiration,
-                               "refresh_cache": params.rebuild or params.retry_failed}
-    storage = result_storage_for(params.data)
-    if storage is not None:
-        options["result_storage"] = storage
-    return options
+    return persisted_result_options(params.data, cache_policy=IngestKey(fields=fields), cache_expiration=expiration,
+                                    refresh_cache=params.rebuild or params.retry_failed)
 
 
 # -- tasks ---------------------------------------------------------------------------------------

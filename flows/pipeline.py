@@ -26,8 +26,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.caching import RESULT_SERIALIZER, stage_task_options
-from flows.stages import STAGES, load_stage_flow, outputs_still_present, run_stage, write_remote_result
+from flows.caching import RESULT_SERIALIZER, outputs_still_present, stage_task_options
+from flows.stages import STAGES, load_stage_flow, run_stage, write_remote_result
 from flows.versions import (
     current_version,
     list_versions,

@@ -27,7 +27,7 @@ from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.caching import RESULT_SERIALIZER, STAGE_CACHE_POLICY, config_hash, is_retryable
+from flows.caching import RESULT_SERIALIZER, STAGE_CACHE_POLICY, config_hash, is_retryable, record_present_outputs
 from flows.secrets import prepare_secrets
 from schemas.errors import InputError, PermanentRemoteError, RemoteError
 from schemas.stage import StageResult
@@ -129,27 +129,6 @@ def run_stage(
     result = flow_obj(params)
     result = StageResult.model_validate(result.model_dump() if isinstance(result, BaseModel) else result)
     return record_present_outputs(result, getattr(params, "data", ""))
-
-
-PRESENT_OUTPUTS = "outputs_present"
-
-
-def _local_outputs(result: StageResult, root: str) -> dict[str, str]:
-    root = root.rstrip("/")
-    return {k: v for k, v in result.outputs.items() if root and isinstance(v, str) and v.startswith(root)}
-
-
-def record_present_outputs(result: StageResult, root: str) -> StageResult:
-    """Note which outputs under the data root exist now (a stage may list a table it had no rows
-    for), so a later cache hit can tell whether its files are still there."""
-    present = sorted(k for k, v in _local_outputs(result, root).items() if exists(v))
-    return result.model_copy(update={"stats": {**result.stats, PRESENT_OUTPUTS: present}})
-
-
-def outputs_still_present(result: StageResult, root: str) -> bool:
-    """A cache record is only as good as the files it names."""
-    local = _local_outputs(result, root)
-    return all(exists(local[k]) for k in result.stats.get(PRESENT_OUTPUTS, []) if k in local)
 
 
 # -- training on another work pool ----------------------------------------------------------------

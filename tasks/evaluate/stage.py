@@ -272,9 +272,14 @@ def _result(params: EvaluateParams, plan: EvaluationPlan, manifest: Manifest, ca
     return StageResult(stage=STAGE, digest=manifest.digest, cached=cached, outputs=outputs, stats=dict(manifest.stats))
 
 
-def run_evaluate(params: EvaluateParams, *, progress: Progress | None = None) -> StageResult:
-    """Evaluate the run's fine-tuned model, its base model and any controls; write the report."""
-    plan = plan_evaluation(params)
+def run_evaluate(params: EvaluateParams, *, progress: Progress | None = None,
+                 plan: EvaluationPlan | None = None) -> StageResult:
+    """Evaluate the run's fine-tuned model, its base model and any controls; write the report.
+
+    `plan` is `plan_evaluation(params)` when the caller has resolved it already (the flow keys its
+    cache on it).
+    """
+    plan = plan or plan_evaluation(params)
     cached = _cached(params, plan)
     if cached is not None:
         log.info("evaluation of %s on %s is current: nothing to do", plan.run.name, plan.dataset_version)

@@ -65,3 +65,6 @@ def test_flow_reevaluates_when_the_report_was_deleted(data_root):
     shutil.rmtree(Path(first.outputs["report_dir"]))
     again = evaluate(params)
     assert Path(again.outputs["report"]).exists()
+    index = Path(again.outputs["index"])
+    shutil.rmtree(index) if index.is_dir() else index.unlink()
+    assert Path(evaluate(params).outputs["index"]).exists()
