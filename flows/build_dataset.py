@@ -28,7 +28,15 @@ from flows.runners import ProgressLog, default_task_runner, map_in_order
 from flows.secrets import prepare_secrets
 from schemas.dataset import SPLITS, BuildDatasetParams
 from schemas.stage import StageResult
-from tasks.dataset.stage import PlannedVersion, build_shard, built_version, finish_build, plan_build, plan_version
+from tasks.dataset.stage import (
+    PlannedVersion,
+    build_shard,
+    built_version,
+    finish_build,
+    plan_build,
+    plan_version,
+)
+
 
 @task(name="build-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
       retry_condition_fn=is_retryable)

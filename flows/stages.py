@@ -27,7 +27,13 @@ from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.caching import RESULT_SERIALIZER, STAGE_CACHE_POLICY, config_hash, is_retryable, record_present_outputs
+from flows.caching import (
+    RESULT_SERIALIZER,
+    STAGE_CACHE_POLICY,
+    config_hash,
+    is_retryable,
+    record_present_outputs,
+)
 from flows.secrets import prepare_secrets
 from schemas.errors import InputError, PermanentRemoteError, RemoteError
 from schemas.stage import StageResult

@@ -39,6 +39,7 @@ from tasks.summarize.stage import (
     summary_batches,
 )
 
+
 @task(name="summarize-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30],
       retry_jitter_factor=0.3, retry_condition_fn=is_retryable)
 def summarize_batch_task(params: SummarizeParams, config: dict[str, Any], items: list[dict[str, str]]) -> dict:
