@@ -142,16 +142,14 @@ def _read_cache(store: TableStore) -> dict[str, dict[str, Any]]:
 
 def _quarantine(store: TableStore, failures: list[tuple[str, str, str]]) -> int:
     """Append (proposal_id, reason, detail) rows not already quarantined by this stage; returns how many."""
-    known: set[tuple[str, str]] = set()
-    if store.exists(QUARANTINE_TABLE):
-        for row in store.read(QUARANTINE_TABLE, columns=["record_id", "stage", "reason"]).to_pylist():
-            if row["stage"] == STAGE:
-                known.add((row["record_id"], row["reason"]))
-    fresh = [QuarantineRecord(record_id=pid, stage=STAGE, reason=reason, detail=detail[:500])
-             for pid, reason, detail in failures if (pid, reason) not in known]
-    if fresh:
-        store.append(QUARANTINE_TABLE, table_from_records(fresh, QUARANTINE_SCHEMA))
-    return len(fresh)
+    if not failures:
+        return 0
+    before = store.manifest(QUARANTINE_TABLE)
+    records = [QuarantineRecord(record_id=pid, stage=STAGE, reason=reason, detail=detail[:500])
+               for pid, reason, detail in failures]
+    after = store.append(QUARANTINE_TABLE, table_from_records(records, QUARANTINE_SCHEMA),
+                         unique_on=("record_id", "stage", "reason"))  # a rerun quarantines nothing twice
+    return after.rows - (before.rows if before is not None else 0)
 
 
 # -- backends shared by the batches one process runs -----------------------------------------------
