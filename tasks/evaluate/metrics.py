@@ -17,7 +17,7 @@ proposal level: the proposal ids), and the best-scoring true partner counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,8 @@ import numpy as np
 # Retrieval fractions in percent for the curves: 1% .. 100% (the top-1 item is reported apart).
 DEFAULT_FRACTIONS_PCT: tuple[float, ...] = tuple(float(k) for k in range(1, 101))
 _BLOCK_ROWS = 1024  # similarity rows computed at once: bounds memory at N x 1024 floats
+
+Ranks = tuple[np.ndarray, np.ndarray]  # (greater, tied) per query
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -51,8 +53,21 @@ def _group_codes(groups: Sequence[object] | np.ndarray | None, n: int) -> np.nda
     return codes.reshape(n)
 
 
-def _ranks_block(sim: np.ndarray, query_codes: np.ndarray, cand_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    same = query_codes[:, None] == cand_codes[None, :]
+def _ranks_block(sim: np.ndarray, start: int, codes: np.ndarray | None) -> Ranks:
+    """Ranks of queries start .. start + len(sim) from their rows of the similarity matrix.
+
+    codes None: every item is its own group, so the true partner of row r is column start + r.
+    That is the grouped computation with the identity as groups, without its N x rows masks.
+    """
+    rows = np.arange(sim.shape[0])
+    if codes is None:
+        best = sim[rows, start + rows][:, None]
+        greater = (sim > best).sum(axis=1)
+        # The partner equals itself, so it is one of the equal scores; unless it is NaN, which
+        # equals nothing (the grouped computation then counts no tie either).
+        tied = (sim == best).sum(axis=1) - (best[:, 0] == best[:, 0])
+        return greater, tied
+    same = codes[start:start + len(rows), None] == codes[None, :]
     if not same.any(axis=1).all():
         raise ValueError("every query needs at least one true partner among the candidates")
     best = np.where(same, sim, -np.inf).max(axis=1, keepdims=True)
@@ -62,7 +77,24 @@ def _ranks_block(sim: np.ndarray, query_codes: np.ndarray, cand_codes: np.ndarra
     return greater, tied
 
 
-def partner_ranks(sim: np.ndarray, groups: Sequence[object] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _blockwise_ranks(
+    n: int, similarity_rows: Callable[[int, int], np.ndarray], levels: Sequence[np.ndarray | None]
+) -> list[Ranks]:
+    """Ranks at each level of grouping (group codes, or None for exact item) over n queries.
+
+    `similarity_rows(start, stop)` gives rows start..stop of the similarity matrix; each block is
+    asked for once and serves every level, which is where the time goes (the matrix product).
+    """
+    out = [(np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)) for _ in levels]
+    for start in range(0, n, _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, n)
+        sim = similarity_rows(start, stop)
+        for (greater, tied), codes in zip(out, levels, strict=True):
+            greater[start:stop], tied[start:stop] = _ranks_block(sim, start, codes)
+    return out
+
+
+def partner_ranks(sim: np.ndarray, groups: Sequence[object] | np.ndarray | None = None) -> Ranks:
     """(greater, tied) per row of a square similarity matrix whose true pairs share a group.
 
     Row i is a query, column j a candidate; item i's own partner is column i (and, with groups,
@@ -71,31 +103,32 @@ def partner_ranks(sim: np.ndarray, groups: Sequence[object] | np.ndarray | None 
     sim = np.asarray(sim)
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
         raise ValueError(f"similarity must be a square matrix, got shape {sim.shape}")
-    codes = _group_codes(groups, sim.shape[0])
-    greater = np.empty(sim.shape[0], dtype=np.int64)
-    tied = np.empty(sim.shape[0], dtype=np.int64)
-    for start in range(0, sim.shape[0], _BLOCK_ROWS):
-        stop = min(start + _BLOCK_ROWS, sim.shape[0])
-        greater[start:stop], tied[start:stop] = _ranks_block(sim[start:stop], codes[start:stop], codes)
-    return greater, tied
+    codes = None if groups is None else _group_codes(groups, sim.shape[0])
+    (ranks,) = _blockwise_ranks(sim.shape[0], lambda start, stop: sim[start:stop], [codes])
+    return ranks
 
 
-def partner_ranks_embeddings(
-    queries: np.ndarray, candidates: np.ndarray, groups: Sequence[object] | np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Like `partner_ranks` on cosine similarities, computed block by block (never N x N at once)."""
+def _paired(queries: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     q = normalize(queries)
     c = normalize(candidates)
     if q.shape != c.shape:
         raise ValueError(f"queries {q.shape} and candidates {c.shape} must be paired one to one")
-    codes = _group_codes(groups, q.shape[0])
-    greater = np.empty(q.shape[0], dtype=np.int64)
-    tied = np.empty(q.shape[0], dtype=np.int64)
-    for start in range(0, q.shape[0], _BLOCK_ROWS):
-        stop = min(start + _BLOCK_ROWS, q.shape[0])
-        sim = q[start:stop] @ c.T
-        greater[start:stop], tied[start:stop] = _ranks_block(sim, codes[start:stop], codes)
-    return greater, tied
+    return q, c
+
+
+def _embedding_ranks(queries: np.ndarray, candidates: np.ndarray, levels: Sequence[np.ndarray | None]) -> list[Ranks]:
+    """`_blockwise_ranks` on the cosine similarities of normalised embeddings (never N x N at once)."""
+    return _blockwise_ranks(len(queries), lambda start, stop: queries[start:stop] @ candidates.T, levels)
+
+
+def partner_ranks_embeddings(
+    queries: np.ndarray, candidates: np.ndarray, groups: Sequence[object] | np.ndarray | None = None
+) -> Ranks:
+    """Like `partner_ranks` on cosine similarities, computed block by block (never N x N at once)."""
+    q, c = _paired(queries, candidates)
+    codes = None if groups is None else _group_codes(groups, q.shape[0])
+    (ranks,) = _embedding_ranks(q, c, [codes])
+    return ranks
 
 
 def hit_rate(greater: np.ndarray, tied: np.ndarray, k: int) -> float:
@@ -169,14 +202,56 @@ def evaluate_retrieval(
     proposal_ids: Sequence[object] | np.ndarray | None = None,
     fractions_pct: Sequence[float] = DEFAULT_FRACTIONS_PCT,
 ) -> RetrievalResult:
-    """Image->text and text->image curves over the whole set; proposal level when ids are given."""
-    i2t = curve_from_ranks(*partner_ranks_embeddings(image_emb, text_emb), fractions_pct)
-    t2i = curve_from_ranks(*partner_ranks_embeddings(text_emb, image_emb), fractions_pct)
+    """Image->text and text->image curves over the whole set; proposal level when ids are given.
+
+    One pass over the similarity blocks per direction serves both levels. Text->image takes its
+    own product (texts @ images.T) rather than transposing image->text's: a product's rounding
+    depends on its operand layout, and a flipped near-tie would change a rank.
+    """
+    images, texts = _paired(image_emb, text_emb)
+    levels: list[np.ndarray | None] = [None]
+    if proposal_ids is not None:
+        levels.append(_group_codes(proposal_ids, images.shape[0]))
+    i2t = [curve_from_ranks(*ranks, fractions_pct) for ranks in _embedding_ranks(images, texts, levels)]
+    t2i = [curve_from_ranks(*ranks, fractions_pct) for ranks in _embedding_ranks(texts, images, levels)]
     if proposal_ids is None:
-        return RetrievalResult(i2t=i2t, t2i=t2i)
-    i2t_p = curve_from_ranks(*partner_ranks_embeddings(image_emb, text_emb, proposal_ids), fractions_pct)
-    t2i_p = curve_from_ranks(*partner_ranks_embeddings(text_emb, image_emb, proposal_ids), fractions_pct)
-    return RetrievalResult(i2t=i2t, t2i=t2i, i2t_proposal=i2t_p, t2i_proposal=t2i_p)
+        return RetrievalResult(i2t=i2t[0], t2i=t2i[0])
+    return RetrievalResult(i2t=i2t[0], t2i=t2i[0], i2t_proposal=i2t[1], t2i_proposal=t2i[1])
+
+
+def inbatch_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """The in-batch metric's batches: consecutive full batches of `order` (item indices).
+
+    A remainder smaller than a batch joins none (its chance level would differ), unless there are
+    fewer items than one batch, when all of them form one.
+    """
+    size = min(batch_size, len(order))
+    return [order[start:start + size] for start in range(0, len(order) - size + 1, size)] if size else []
+
+
+def inbatch_hit_rates(
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    batches: Sequence[np.ndarray],
+    *,
+    fraction_pct: float = 10.0,
+    directions: Sequence[str] = ("i2t", "t2i"),
+) -> dict[str, np.ndarray]:
+    """Top-`fraction_pct`% hit rate inside each batch (index array), per direction ('i2t', 't2i').
+
+    A batch's candidates are its own items only: top-10% of 100 is the top 10 of that batch.
+    """
+    for direction in directions:
+        if direction not in ("i2t", "t2i"):
+            raise ValueError(f"direction must be 'i2t' or 't2i', got {direction!r}")
+    images, texts = _paired(image_emb, text_emb)
+    rates: dict[str, list[float]] = {direction: [] for direction in directions}
+    for idx in batches:
+        k = cutoff(fraction_pct, len(idx))
+        for direction, hits in rates.items():
+            q, c = (images[idx], texts[idx]) if direction == "i2t" else (texts[idx], images[idx])
+            hits.append(hit_rate(*partner_ranks(q @ c.T), k))
+    return {direction: np.asarray(hits, dtype=np.float64) for direction, hits in rates.items()}
 
 
 def inbatch_accuracy(
@@ -190,25 +265,14 @@ def inbatch_accuracy(
 ) -> float:
     """The paper's validation metric: top-k% inside batches of `batch_size` (top-10 of 100).
 
-    Items are shuffled with `seed` (a fixed, reproducible batching) and cut into full batches; the
-    remainder joins no batch unless there are fewer items than one batch, when all form one.
+    Items are shuffled with `seed` (a fixed, reproducible batching) and cut into `inbatch_batches`.
     """
-    image_emb = normalize(image_emb)
-    text_emb = normalize(text_emb)
     n = len(image_emb)
     if n == 0:
         return float("nan")
-    if direction not in ("i2t", "t2i"):
-        raise ValueError(f"direction must be 'i2t' or 't2i', got {direction!r}")
-    order = np.random.default_rng(seed).permutation(n)
-    size = min(batch_size, n)
-    hits: list[float] = []
-    for start in range(0, n - size + 1, size):
-        idx = order[start:start + size]
-        q, c = (image_emb[idx], text_emb[idx]) if direction == "i2t" else (text_emb[idx], image_emb[idx])
-        greater, tied = partner_ranks(q @ c.T)
-        hits.append(hit_rate(greater, tied, cutoff(fraction_pct, size)))
-    return float(np.mean(hits))
+    batches = inbatch_batches(np.random.default_rng(seed).permutation(n), batch_size)
+    hits = inbatch_hit_rates(image_emb, text_emb, batches, fraction_pct=fraction_pct, directions=(direction,))
+    return float(np.mean(hits[direction]))
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,20 @@
 """The validation metric the paper tracked during training: in-batch-of-100 top-10% retrieval.
 
-Validation pairs are cut into batches of 100; within each, a query is a hit when its true
-partner ranks within the top floor(10% of 100) = 10 of the 100 candidates by cosine similarity.
-Ties count as the expected hit under a random order (as in tasks/evaluate/metrics.py), so a
-constant embedding scores chance (0.1), not 0 or 1. Pure torch, so it runs on the training device.
-The full evaluation (whole-set curves, proposal-level hits) is tasks/evaluate's job.
+Validation pairs are cut into consecutive batches of 100, in the order the validation loader
+gives them; within each, a query is a hit when its true partner ranks within the top
+floor(10% of 100) = 10 of the 100 candidates by cosine similarity. The metric itself (ranks,
+ties, cut-off, batching) is tasks/evaluate/metrics.py's; this wrapper only takes the training
+loop's torch features, batches them in order (the evaluation shuffles with a seed instead) and
+checks what validation needs. The features go to the CPU for it: a few thousand 100 x 100
+blocks cost nothing next to encoding the pairs.
 """
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
-from torch.nn import functional as F
 
-
-def topk_hit_rate(sim: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Per-row expected hit (0..1) of the diagonal partner within the top `fraction` of candidates."""
-    n = sim.shape[0]
-    k = max(1, math.floor(fraction * n + 1e-9))
-    true = sim.diagonal().unsqueeze(1)
-    off = ~torch.eye(n, dtype=torch.bool, device=sim.device)
-    greater = ((sim > true) & off).sum(dim=1).float()
-    tied = ((sim == true) & off).sum(dim=1).float()
-    return ((k - greater) / (tied + 1.0)).clamp(0.0, 1.0)
+from tasks.evaluate.metrics import inbatch_batches, inbatch_hit_rates
 
 
 @torch.no_grad()
@@ -40,16 +31,14 @@ def in_batch_topk_accuracy(image_features: torch.Tensor, text_features: torch.Te
     n = image_features.shape[0]
     if n < 2:
         raise ValueError("retrieval needs at least two pairs")
-    images = F.normalize(image_features.float(), dim=-1)
-    texts = F.normalize(text_features.float(), dim=-1)
-    size = batch_size if n >= batch_size else n
-    i2t, t2i = [], []
-    for start in range(0, n - size + 1, size):
-        sim = images[start:start + size] @ texts[start:start + size].T
-        i2t.append(topk_hit_rate(sim, fraction))
-        t2i.append(topk_hit_rate(sim.T, fraction))
+    batches = inbatch_batches(np.arange(n), batch_size)
+    hits = inbatch_hit_rates(_numpy(image_features), _numpy(text_features), batches, fraction_pct=fraction * 100)
     return {
-        "image_to_text": torch.cat(i2t).mean().item(),
-        "text_to_image": torch.cat(t2i).mean().item(),
-        "pairs": float(len(i2t) * size),
+        "image_to_text": float(hits["i2t"].mean()),
+        "text_to_image": float(hits["t2i"].mean()),
+        "pairs": float(len(batches) * len(batches[0])),
     }
+
+
+def _numpy(features: torch.Tensor) -> np.ndarray:
+    return features.detach().float().cpu().numpy()

@@ -155,3 +155,87 @@ def test_bad_shapes_are_refused():
         metrics.evaluate_retrieval(np.zeros((3, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError):
         metrics.partner_ranks(np.zeros((3, 3)), groups=[1, 2])
+
+
+def _reference_curve(sim: np.ndarray, groups: np.ndarray, fractions: list[int]) -> tuple[list[float], float]:
+    """The definition, query by query: best true partner, wrong candidates above and level with it."""
+    n = len(sim)
+    greater, tied = [], []
+    for i in range(n):
+        best = max(sim[i, j] for j in range(n) if groups[j] == groups[i])
+        wrong = [sim[i, j] for j in range(n) if groups[j] != groups[i]]
+        greater.append(sum(s > best for s in wrong))
+        tied.append(sum(s == best for s in wrong))
+
+    def rate(k: int) -> float:
+        return sum(min(1.0, max(0.0, (k - g) / (t + 1))) for g, t in zip(greater, tied, strict=True)) / n
+
+    return [rate(max(1, f * n // 100)) for f in fractions], rate(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evaluate_retrieval_matches_a_query_by_query_reference(seed, monkeypatch):
+    # Rows of four +-1 entries have norm 2, so every cosine is a multiple of 1/4, exact in any
+    # summation order: ties are plentiful and the same whatever the matrix product's blocking.
+    monkeypatch.setattr(metrics, "_BLOCK_ROWS", 7)  # several blocks, a ragged last one
+    rng = np.random.default_rng(seed)
+    n, dim = 45, 8
+
+    def rows():
+        out = np.zeros((n, dim), dtype=np.float32)
+        for row in out:
+            row[rng.choice(dim, 4, replace=False)] = rng.choice([-1.0, 1.0], 4)
+        return out
+
+    images, texts = rows(), rows()
+    texts[1::3] = texts[::3][: len(texts[1::3])]  # shared captions
+    groups = rng.integers(0, 12, size=n)
+    fractions = [1, 5, 10, 25, 50, 100]
+    result = metrics.evaluate_retrieval(images, texts, groups, [float(f) for f in fractions])
+    i2t = metrics.normalize(images) @ metrics.normalize(texts).T
+    for curve, sim, g in ((result.i2t, i2t, np.arange(n)), (result.t2i, i2t.T, np.arange(n)),
+                          (result.i2t_proposal, i2t, groups), (result.t2i_proposal, i2t.T, groups)):
+        accuracy, top1 = _reference_curve(sim, g, fractions)
+        assert curve.n == n and curve.fractions_pct == [float(f) for f in fractions]
+        assert curve.top1 == pytest.approx(top1, abs=1e-12)
+        np.testing.assert_allclose(curve.accuracy, accuracy, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_rows", [7, 1024])
+def test_one_pass_per_direction_gives_the_numbers_of_one_pass_per_level(block_rows, monkeypatch):
+    # Exact item is the grouped computation with every item its own group, done separately.
+    monkeypatch.setattr(metrics, "_BLOCK_ROWS", block_rows)
+    rng = np.random.default_rng(11)
+    n = 60
+    images = rng.normal(size=(n, 16)).astype(np.float32)
+    texts = (images + rng.normal(size=(n, 16))).astype(np.float32)
+    texts[1::2] = texts[::2]  # shared captions: exact ties
+    images[5] = 0.0  # a zero embedding ties with everything
+    groups = rng.integers(0, 20, size=n)
+    result = metrics.evaluate_retrieval(images, texts, groups)
+
+    def separate(queries, candidates, g):
+        return metrics.curve_from_ranks(*metrics.partner_ranks_embeddings(queries, candidates, g))
+
+    assert result.i2t == separate(images, texts, np.arange(n))
+    assert result.t2i == separate(texts, images, np.arange(n))
+    assert result.i2t_proposal == separate(images, texts, groups)
+    assert result.t2i_proposal == separate(texts, images, groups)
+    assert metrics.evaluate_retrieval(images, texts).to_dict() == {"i2t": result.i2t.to_dict(),
+                                                                   "t2i": result.t2i.to_dict()}
+
+
+def test_exact_item_ranks_without_groups_equal_the_identity_grouping():
+    rng = np.random.default_rng(12)
+    sim = np.round(rng.normal(size=(30, 30)), 1)  # rounded: ties
+    sim[3, :] = np.nan  # a broken query: no hit, no tie, either way
+    assert all(np.array_equal(a, b) for a, b in zip(metrics.partner_ranks(sim), metrics.partner_ranks(sim, np.arange(30)),
+                                                    strict=True))
+
+
+def test_inbatch_batches_are_full_batches_of_the_order_or_one_small_batch():
+    order = np.arange(250)[::-1]
+    batches = metrics.inbatch_batches(order, 100)
+    assert [list(b) for b in batches] == [list(order[:100]), list(order[100:200])]
+    assert [list(b) for b in metrics.inbatch_batches(np.arange(30), 100)] == [list(range(30))]
+    assert metrics.inbatch_batches(np.arange(0), 100) == []
