@@ -70,7 +70,10 @@ class TableStore:
             fs, path = open_fs(join(self.table_dir(name), VERSIONS, f"{digest}.json"))
         if not fs.exists(path):
             return None
-        return Manifest.from_json(fs.cat_file(path).decode("utf-8"))
+        try:
+            return Manifest.from_json(fs.cat_file(path).decode("utf-8"))
+        except ValueError as err:
+            raise InputError(f"table {name!r}: manifest {path} is unreadable: {err}") from None
 
     def names(self) -> list[str]:
         fs, path = open_fs(self.root)
@@ -151,7 +154,9 @@ class TableStore:
     ) -> Manifest:
         """Merge rows into the table: a new row replaces a stored one with the same key.
 
-        Only the partitions the new rows touch are rewritten; the rest keep their files.
+        The partitions the new rows land in are rewritten. Another partition keeps its files unless
+        it holds one of the new keys (the row moved partition, e.g. a proposal's cycle corrected):
+        then it is rewritten without that row, so a key is never stored twice.
         """
         keys = [key] if isinstance(key, str) else list(key)
         for k in keys:
@@ -162,8 +167,9 @@ class TableStore:
             return self.write(name, _dedupe_keep_last(table, keys), partition_by=partition_by, inputs=inputs,
                               config=config, stats=stats, schema_version=schema_version)
         new_parts = dict(self._split(table, partition_by))
-        kept = [f for f in old.files if f.partition not in new_parts]
-        files = list(kept)
+        files = [self._without_keys(name, f, table, keys) if partition_by else f
+                 for f in old.files if f.partition not in new_parts]
+        files = [f for f in files if f is not None]
         for label, part in sorted(new_parts.items()):
             previous = [f for f in old.files if f.partition == label]
             if previous:
@@ -183,6 +189,17 @@ class TableStore:
             stats=dict(stats if stats is not None else old.stats),
         )
         return self._commit(manifest)
+
+    def _without_keys(self, name: str, entry: FileEntry, table: pa.Table, keys: list[str]) -> FileEntry | None:
+        """`entry`, or a rewrite of it without the rows whose keys `table` brings (None if none is left)."""
+        stored = self._read_file(name, entry)
+        incoming = set(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
+        stored_keys = zip(*(stored.column(k).to_pylist() for k in keys), strict=True)
+        stays = [key not in incoming for key in stored_keys]
+        if all(stays):
+            return entry
+        rest = stored.filter(pa.array(stays))
+        return self._write_file(name, rest, entry.partition) if rest.num_rows else None
 
     def append(self, name: str, table: pa.Table, *, partition_by: str | None = None,
                stats: Mapping[str, Any] | None = None, unique_on: Iterable[str] | None = None) -> Manifest:
@@ -227,7 +244,12 @@ class TableStore:
     # -- reads -------------------------------------------------------------------------------
     def _read_file(self, name: str, entry: FileEntry, *, verify: bool = True) -> pa.Table:
         fs, path = open_fs(join(self.table_dir(name), entry.path))
-        data = fs.cat_file(path)
+        try:
+            data = fs.cat_file(path)
+        except FileNotFoundError:
+            # collect_garbage keeps only the current manifest's files: an older version's go.
+            raise InputError(f"table {name!r}: file {entry.path} that its manifest lists is missing "
+                             "(an older version after garbage collection, or a damaged table)") from None
         if verify and hashlib.sha256(data).hexdigest() != entry.sha256:
             raise InputError(f"table {name!r}: file {entry.path} does not match its manifest hash")
         return pq.read_table(io.BytesIO(data))

@@ -43,6 +43,40 @@ def test_a_named_version_reads_its_own_rows_after_a_newer_commit(root):
         store.read("observations", digest="0" * 64)
 
 
+def test_an_upsert_that_moves_a_row_to_another_partition_leaves_no_copy_behind(root):
+    store = TableStore(DataLayout(root).tables)
+    store.upsert("proposals", _obs([1, 2], cycle=20), key="obsid", partition_by="cycle")
+    store.upsert("proposals", _obs([5], cycle=22), key="obsid", partition_by="cycle")
+    store.upsert("proposals", _obs([2], cycle=21), key="obsid", partition_by="cycle")  # 2's cycle corrected
+    rows = sorted((r["obsid"], r["cycle"]) for r in store.read("proposals").to_pylist())
+    assert rows == [("1", 20), ("2", 21), ("5", 22)]
+    store.upsert("proposals", _obs([1], cycle=21), key="obsid", partition_by="cycle")  # a partition empties
+    assert sorted((r["obsid"], r["cycle"]) for r in store.read("proposals").to_pylist()) == [
+        ("1", 21), ("2", 21), ("5", 22)]
+    assert all("cycle=20" not in f.path for f in store.manifest("proposals").files)
+
+
+def test_an_older_version_whose_files_were_collected_is_an_error_naming_the_table(root):
+    from storage.gc import collect_garbage
+
+    store = TableStore(DataLayout(root).tables)
+    first = store.write("observations", _obs([1, 2])).digest
+    store.write("observations", _obs([3]))
+    collect_garbage(root)
+    with pytest.raises(InputError, match="'observations'.*missing"):
+        store.read("observations", digest=first)
+
+
+def test_an_unreadable_manifest_is_an_error_naming_its_path(root):
+    store = TableStore(DataLayout(root).tables)
+    store.write("observations", _obs([1]))
+    path = store.manifest_path("observations")
+    fs, local = open_fs(path)
+    fs.pipe_file(local, fs.cat_file(local)[:40])  # cut short
+    with pytest.raises(InputError, match="manifest .*_manifest.json is unreadable"):
+        store.read("observations")
+
+
 def test_digest_is_content_addressed(root):
     store = TableStore(DataLayout(root).tables)
     d1 = store.write("t", _obs([1, 2])).digest
