@@ -26,7 +26,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.caching import RESULT_SERIALIZER, outputs_still_present, stage_task_options
+from flows.caching import RESULT_SERIALIZER, outputs_still_present, record_present_outputs, stage_task_options
 from flows.stages import STAGES, load_stage_flow, run_stage, write_remote_result
 from flows.versions import (
     current_version,
@@ -234,6 +234,7 @@ def train_stage(params: TrainParams) -> StageResult:
     pipeline that launched it, whose Prefect result storage this machine may not share."""
     result = load_stage_flow(STAGES["train"])(params)
     result = StageResult.model_validate(result.model_dump() if isinstance(result, BaseModel) else result)
+    result = record_present_outputs(result, params.data)  # the launcher checks these are still there
     write_remote_result(params, result)
     return result
 

@@ -7,7 +7,8 @@ gone or refreshed, by the stage itself, which compares its output manifest's rec
 config (stage-level content caching that works without Prefect).
 
 Training can run elsewhere: `train_via_deployment` launches the `train-stage` deployment on a GPU
-work pool with `run_deployment`, keyed for idempotency by dataset version + config hash, waits for
+work pool with `run_deployment`, keyed for idempotency by data root + config hash (so a retry or a
+double trigger finds the same run, and a run that can no longer give a result is replaced), waits for
 it, and fails when the child fails (run_deployment alone does not: prefect-notes.md 4.5).
 """
 
@@ -32,6 +33,7 @@ from flows.caching import (
     STAGE_CACHE_POLICY,
     config_hash,
     is_retryable,
+    outputs_still_present,
     record_present_outputs,
 )
 from flows.secrets import prepare_secrets
@@ -152,8 +154,44 @@ def write_remote_result(params: TrainParams, result: StageResult) -> str:
 
 
 def idempotency_key(params: TrainParams) -> str:
-    """Dataset version + config hash: a parent retry or a double trigger finds the same run."""
-    return f"train-{params.dataset_version}-{config_hash(params.model_dump(exclude={'data'}))[:16]}"
+    """Data root + config hash (dataset version included): a parent retry or a double trigger finds
+    the same run. The root is in it because a rebuild into a new version root can name the same
+    dataset version (ids are content hashes) and must still train there."""
+    return f"train-{params.dataset_version}-{config_hash(params.model_dump())[:16]}"
+
+
+def _usable_result(params: TrainParams) -> StageResult | None:
+    """The result a completed `train-stage` run recorded, if its files are all still there."""
+    path = remote_result_path(params)
+    if not exists(path):
+        return None
+    result = StageResult.model_validate(json.loads(read_text(path)))
+    return result if outputs_still_present(result, params.data) else None
+
+
+def _ended_unusable(flow_run: Any, params: TrainParams) -> bool:
+    state = flow_run.state
+    if state is None or not state.is_final():
+        return False  # scheduled or running: wait for it
+    return not state.is_completed() or _usable_result(params) is None
+
+
+def _launch(deployment: str, payload: dict[str, Any], params: TrainParams) -> Any:
+    """The training run to wait for: the one the idempotency key names, unless it ended unusable
+    (failed, crashed, cancelled, or completed but its run was deleted since). Then this task run
+    gets keys of its own: the same on the task's next retry, so a retry after a wait timed out
+    waits for the run already launched instead of starting a second one into the same run dir.
+    """
+    key = idempotency_key(params)
+    context = TaskRunContext.get()
+    own = str(context.task_run.id) if context else str(time.time_ns())
+    attempts = context.task_run.run_count if context else 1
+    candidates = [key, f"{key}-{own}"] + [f"{key}-{own}-{n}" for n in range(2, attempts + 1)]
+    for candidate in candidates:
+        flow_run = run_deployment(deployment, parameters=payload, idempotency_key=candidate, timeout=0)
+        if not _ended_unusable(flow_run, params):
+            break
+    return flow_run
 
 
 def _wait_final(flow_run_id: Any, timeout_s: float | None, poll_s: float = 2.0) -> Any:
@@ -171,16 +209,8 @@ def _wait_final(flow_run_id: Any, timeout_s: float | None, poll_s: float = 2.0) 
 def train_via_deployment(deployment: str, params: TrainParams, *, timeout_s: float | None = None) -> StageResult:
     """Launch training as a deployment run (e.g. on the GPU pool), wait, and fail if it failed."""
     logger = get_run_logger()
-    key = idempotency_key(params)
-    payload = {"params": params.model_dump(mode="json")}
-    flow_run = run_deployment(deployment, parameters=payload, idempotency_key=key, timeout=0)
-    if flow_run.state is not None and flow_run.state.is_final() and not flow_run.state.is_completed():
-        # The key names an earlier run that failed: the idempotency key would hand it back forever,
-        # so this attempt gets its own key (still stable across the task's own retries).
-        context = TaskRunContext.get()
-        attempt = f"{context.task_run.id}-{context.task_run.run_count}" if context else str(time.time_ns())
-        flow_run = run_deployment(deployment, parameters=payload, idempotency_key=f"{key}-{attempt}", timeout=0)
-    logger.info("training runs as deployment %s: flow run %s (key %s)", deployment, flow_run.name, key)
+    flow_run = _launch(deployment, {"params": params.model_dump(mode="json")}, params)
+    logger.info("training runs as deployment %s: flow run %s", deployment, flow_run.name)
     final = _wait_final(flow_run.id, timeout_s)
     if not final.state.is_completed():
         # FAILED: the child ran and its own retries are spent, so launching it again would fail the
@@ -190,7 +220,8 @@ def train_via_deployment(deployment: str, params: TrainParams, *, timeout_s: flo
             f"training deployment {deployment} run {final.name} ended {final.state_name}: "
             f"{final.state.message or 'see its logs'}"
         )
-    path = remote_result_path(params)
-    if not exists(path):
-        raise RemoteError(f"training run {final.name} completed but wrote no result at {path}")
-    return StageResult.model_validate(json.loads(read_text(path)))
+    result = _usable_result(params)
+    if result is None:
+        raise RemoteError(f"training run {final.name} completed but its result at {remote_result_path(params)} "
+                          "is missing or names files that are gone")
+    return result
