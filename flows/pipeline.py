@@ -151,6 +151,11 @@ def run_pipeline(params: PipelineParams, *, root: str | None = None, version: st
                 upstream["train_control"] = control.digest
             evaluate_params = _with_root(params.evaluate, root, **evaluate_inputs(params.evaluate, dataset,
                                                                                    trained, control))
+            # Every model compared (auto variants: other runs on this dataset) and the ground truth's
+            # contents, resolved without loading a model: a new run or an edited file is a new key.
+            from tasks.evaluate import plan_evaluation
+
+            upstream.update({f"evaluate:{k}": v for k, v in plan_evaluation(evaluate_params).inputs.items()})
             run("evaluate", evaluate_params, upstream)
 
     report = run.results.get("evaluate", StageResult(stage="evaluate", digest="")).outputs.get("report", "")

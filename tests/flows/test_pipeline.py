@@ -103,6 +103,19 @@ def test_changed_training_config_retrains_nothing_upstream(first_run, archive_se
     assert result.stages["train"].digest != first.stages["train"].digest
 
 
+def test_evaluation_reruns_when_its_ground_truth_file_changes_in_place(first_run, archive_server, demo_sky,
+                                                                      tmp_path):
+    params, _ = first_run
+    truth = tmp_path / "ground_truth.json"
+    truth.write_text((demo_sky / "ground_truth.json").read_text())
+    own = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"ground_truth": str(truth)})})
+    with archive_configured(archive_server, demo_sky):
+        pipeline(own)
+        truth.write_text(truth.read_text() + "\n\n")  # same path, same truth, new bytes
+        again = pipeline(own)
+    assert "evaluate" not in again.cache_hits and {"ingest", "summarize", "dataset", "train"} <= set(again.cache_hits)
+
+
 def _flaky(module_name: str, attribute: str, error: Exception, monkeypatch, failures: int = 1) -> list[int]:
     """Replace a stage's flow with one that raises `error` `failures` times, then runs the real one."""
     module = importlib.import_module(module_name)
