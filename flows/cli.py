@@ -10,9 +10,10 @@ import os
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from flows.commands import archive, dataset, evaluate, ingest, pipeline, summarize, train
-from schemas.errors import HubbleClipError
+from schemas.errors import HubbleClipError, validation_reasons
 
 app = typer.Typer(
     name="hubbleclip",
@@ -38,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("HUBBLECLIP_DEBUG"):
             raise
         kind = "error" if isinstance(err, HubbleClipError) else f"error ({type(err).__name__})"
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, ValidationError):  # parameters validated outside a command's own checks
+            kind, message = f"invalid {err.title}", validation_reasons(err)
+        else:
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"hubbleclip: {kind}: {message}", file=sys.stderr)
         raise SystemExit(1) from None
 

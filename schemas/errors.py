@@ -19,3 +19,18 @@ class RemoteError(HubbleClipError):
 
 class PermanentRemoteError(HubbleClipError):
     """A server answered definitively (404, 400, a MAST ERROR status). Not retried."""
+
+
+def validation_reasons(err: Exception) -> str:
+    """A pydantic ValidationError as one line naming every bad field: 'train.steps: Input should be
+    greater than or equal to 1; until: ...'. (Its own str() starts '1 validation error for X',
+    which names nothing.)"""
+    errors = getattr(err, "errors", None)
+    if not callable(errors):
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    reasons = []
+    for error in errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        reasons.append(f"{where}: {message}" if where else message)
+    return "; ".join(reasons)

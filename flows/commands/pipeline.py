@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.commands.options import DataOption, MastUrlOption
-from schemas.errors import InputError
+from schemas.errors import InputError, validation_reasons
 from schemas.pipeline import STAGE_ORDER, DemoParams, PipelineParams, PipelineResult, RebuildParams
 from schemas.settings import get_settings
 
@@ -87,7 +87,7 @@ def build_params(model: type[PipelineParams], *, data: str | None, params_file: 
     try:
         return model.model_validate(base)
     except ValueError as err:
-        raise InputError(f"invalid pipeline parameters: {err}") from err
+        raise InputError(f"invalid pipeline parameters: {validation_reasons(err)}") from None
 
 
 def print_result(result: PipelineResult, as_json: bool) -> None:
@@ -214,7 +214,7 @@ def register(app: typer.Typer) -> None:
             params = DemoParams(data=data, quick=quick, proposals=proposals, max_images_per_proposal=max_images,
                                 train_steps=steps, seed=seed, summarizer=summarizer)
         except ValueError as err:
-            raise InputError(f"invalid demo options: {err}") from err
+            raise InputError(f"invalid demo options: {validation_reasons(err)}") from None
         with console.status("[bold]demo[/bold]") as status:
             result = run_demo(params, on_step=lambda message: status.update(f"[bold]demo[/bold]: {message}"))
         console.print(f"demo finished in {result.stats.get('demo_seconds', result.elapsed_s):.1f} s")

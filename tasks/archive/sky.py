@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schemas.errors import InputError
+from schemas.errors import InputError, validation_reasons
 from storage.fs import atomic_write_bytes
 from tasks.archive.columns import COLUMN_CONFIGS, observation_fields, product_fields
 from tasks.archive.documents import apt_xml, catalog_record, catalog_text, fits_stub, pro_text
@@ -104,10 +104,7 @@ def _options(**values: Any) -> SkyOptions:
     try:
         return SkyOptions(**values)
     except ValidationError as err:
-        first = err.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"invalid sky option {where}: {message}" if where else f"invalid sky options: {message}") from None
+        raise InputError(f"invalid sky options: {validation_reasons(err)}") from None
 
 
 def _dumps(obj: Any) -> bytes:

@@ -81,3 +81,29 @@ def test_the_cli_passes_the_file_through_without_resetting_it(tmp_path, monkeypa
     result = CliRunner().invoke(app, ["pipeline", "--params", str(params_file), "--until", "train", "--control"])
     assert result.exit_code == 0, result.output
     assert (seen[0].until, seen[0].shuffled_control) == ("train", True)
+
+
+def test_an_out_of_range_option_is_one_line_naming_the_field(tmp_path, capsys):
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pipeline", "--data", str(tmp_path), "--max-proposals", "-3"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ingest.max_proposals" in err and "greater than" in err, err
+
+
+def test_validation_reasons_names_every_field():
+    from pydantic import BaseModel, Field, ValidationError
+
+    from schemas.errors import validation_reasons
+
+    class Form(BaseModel):
+        steps: int = Field(ge=1)
+        lr: float = Field(gt=0)
+
+    with pytest.raises(ValidationError) as info:
+        Form(steps=0, lr=-1)
+    reasons = validation_reasons(info.value)
+    assert reasons.startswith("steps: ") and "; lr: " in reasons and "\n" not in reasons
+    assert validation_reasons(ValueError("plain\nsecond")) == "plain"

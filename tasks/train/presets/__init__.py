@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.errors import InputError
+from schemas.errors import InputError, validation_reasons
 from schemas.train import TrainConfig, TrainParams
 
 PRESET_DIR = Path(__file__).resolve().parent
@@ -102,5 +102,5 @@ def resolve_config(params: TrainParams) -> TrainConfig:
     try:
         return TrainConfig(**values)
     except ValidationError as err:  # a preset file's value out of bounds (the form checked the overrides)
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise InputError(f"training preset {params.preset!r} gives an invalid configuration: {problems}") from None
+        raise InputError(f"training preset {params.preset!r} gives an invalid configuration: "
+                         f"{validation_reasons(err)}") from None
