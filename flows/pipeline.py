@@ -35,9 +35,8 @@ from flows.versions import (
     prune_versions,
     publish_version,
     resolve_data_root,
-    version_root,
+    start_version,
 )
-from schemas.errors import InputError
 from schemas.pipeline import PipelineParams, PipelineResult, RebuildParams, RefreshParams, StatusParams
 from schemas.stage import StageResult
 from schemas.train import TrainParams
@@ -214,9 +213,7 @@ def rebuild(params: RebuildParams) -> PipelineResult:
     """From scratch into a new data version; `current` moves only once it is complete."""
     logger = get_run_logger()
     version = params.version or new_version_id()
-    root = version_root(params.data, version)
-    if exists(root):
-        raise InputError(f"data version {version!r} already exists under {params.data}; choose another id")
+    root = start_version(params.data, version)
     # The new root starts empty, so every stage works from nothing (stage-level caches live in the
     # root); refresh_cache makes Prefect ignore older records too. Stage params stay as a normal
     # run's, so the first pipeline run on the new version is all cache hits.

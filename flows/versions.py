@@ -4,6 +4,7 @@ Layout under a data parent `<data>`:
 
     <data>/current                   one line: the id of the version readers use
     <data>/versions/<id>/            a complete data root (tables/, images/, datasets/, runs/, ...)
+    <data>/versions/<id>/_STARTED.json    written when its rebuild starts
     <data>/versions/<id>/_COMPLETE.json   written when the version's pipeline finished
 
 A rebuild writes a new `versions/<id>/` from nothing (so every cache starts cold) while readers
@@ -29,6 +30,7 @@ from storage.fs import atomic_write_text, exists, join, open_fs, read_text
 CURRENT = "current"
 VERSIONS = "versions"
 COMPLETE = "_COMPLETE.json"
+STARTED = "_STARTED.json"
 
 
 def version_root(data: str, version: str) -> str:
@@ -59,18 +61,42 @@ def new_version_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
+def start_version(data: str, version: str) -> str:
+    """Create `version`'s root with its start time (ids need not sort by time: `--version` is free)."""
+    root = version_root(data, version)
+    if exists(root):
+        raise InputError(f"data version {version!r} already exists under {data}; choose another id")
+    atomic_write_text(join(root, STARTED), json.dumps({"version": version, "started_at": _now()}, indent=2))
+    return root
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _recorded(data: str, version: str, marker: str, field: str) -> str:
+    path = join(version_root(data, version), marker)
+    if not exists(path):
+        return ""
+    try:
+        return str(json.loads(read_text(path)).get(field, ""))
+    except ValueError:
+        return ""
+
+
 def publish_version(data: str, version: str, summary: dict | None = None) -> None:
     """Mark `version` complete, then point `current` at it (the switch is one atomic write)."""
     root = version_root(data, version)
     if not exists(root):
         raise InputError(f"data version {version!r} does not exist under {data}")
-    record = {"version": version, "completed_at": datetime.now(UTC).isoformat(), **(summary or {})}
+    record = {"version": version, "completed_at": _now(), **(summary or {})}
     atomic_write_text(join(root, COMPLETE), json.dumps(record, indent=2, sort_keys=True, default=str))
     atomic_write_text(join(data, CURRENT), version + "\n")
 
 
 def list_versions(data: str) -> list[dict]:
-    """Every version directory, oldest first, with whether it is complete and current."""
+    """Every version directory, oldest first (by start time; versions without one, from before
+    start times were recorded, first by name), with whether it is complete and current."""
     fs, path = open_fs(join(data, VERSIONS))
     if not fs.exists(path):
         return []
@@ -78,25 +104,29 @@ def list_versions(data: str) -> list[dict]:
     if exists(join(data, CURRENT)):
         live = read_text(join(data, CURRENT)).strip()
     out = []
-    for entry in sorted(fs.ls(path, detail=False)):
+    for entry in fs.ls(path, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         out.append({"version": name, "complete": exists(join(data, VERSIONS, name, COMPLETE)),
-                    "current": name == live})
-    return out
+                    "current": name == live, "started_at": _recorded(data, name, STARTED, "started_at"),
+                    "completed_at": _recorded(data, name, COMPLETE, "completed_at")})
+    return sorted(out, key=lambda v: (v["started_at"], v["version"]))
 
 
 def prune_versions(data: str, keep: int) -> list[str]:
-    """Delete versions beyond the `keep` newest complete ones, and incomplete ones older than
-    the current version (a killed rebuild). The current version is never deleted."""
+    """Delete complete versions beyond the `keep` newest (by completion time), and incomplete ones
+    started before the current version was (a killed rebuild). The current version is never
+    deleted, nor an incomplete one started after it (a rebuild that may still be running)."""
     if keep < 1:
         raise InputError(f"keep must be >= 1, got {keep}")
     versions = list_versions(data)
-    live = next((v["version"] for v in versions if v["current"]), None)
-    complete = [v["version"] for v in versions if v["complete"]]
-    doomed = set(complete[:-keep]) if len(complete) > keep else set()
+    live = next((v for v in versions if v["current"]), None)
+    complete = sorted((v for v in versions if v["complete"]), key=lambda v: (v["completed_at"], v["version"]))
+    doomed = {v["version"] for v in complete[:-keep]} if len(complete) > keep else set()
     if live is not None:
-        doomed |= {v["version"] for v in versions if not v["complete"] and v["version"] < live}
-    doomed.discard(live)
+        position = {v["version"]: i for i, v in enumerate(versions)}  # start order
+        doomed |= {v["version"] for v in versions
+                   if not v["complete"] and position[v["version"]] < position[live["version"]]}
+        doomed.discard(live["version"])
     fs, _ = open_fs(data)
     for version in sorted(doomed):
         _, path = open_fs(version_root(data, version))

@@ -14,6 +14,7 @@ from flows.versions import (
     prune_versions,
     publish_version,
     resolve_data_root,
+    start_version,
     version_root,
 )
 from schemas.errors import InputError
@@ -62,6 +63,21 @@ def test_prune_keeps_current_and_newest(tmp_path):
     assert removed == ["a0-killed", "a1"]
     assert [v["version"] for v in list_versions(data)] == ["a2", "a3"]
     assert (tmp_path / "versions" / "a3" / COMPLETE).exists()
+
+
+def test_prune_goes_by_start_and_completion_times_not_names(tmp_path):
+    data = str(tmp_path)
+    start_version(data, "z-old")
+    publish_version(data, "z-old")
+    start_version(data, "y-killed")  # never completed, and a newer rebuild completed after it
+    start_version(data, "a-new")
+    publish_version(data, "a-new")  # current
+    start_version(data, "b-running")  # started after current: may still be running
+    assert [v["version"] for v in list_versions(data)] == ["z-old", "y-killed", "a-new", "b-running"]
+    assert prune_versions(data, keep=1) == ["y-killed", "z-old"]
+    assert [v["version"] for v in list_versions(data)] == ["a-new", "b-running"]
+    with pytest.raises(InputError, match="already exists"):
+        start_version(data, "a-new")
 
 
 def test_version_ids_are_plain_and_unique():
