@@ -194,6 +194,8 @@ class SummarizeParams(BaseModel):
     max_new_tokens: int = Field(default=384, ge=16, le=8192)
     seed: int = Field(default=0, ge=0)
     max_attempts: int = Field(default=3, ge=1, le=10, description="tries per abstract before quarantine")
+    retry_failed: bool = Field(
+        default=False, description="try the quarantined abstracts again (a rerun otherwise finds the stage current)")
     batch_size: int = Field(default=16, ge=1, le=4096, description="prompts per generate call (transformers)")
     device: str = Field(default="auto", description="transformers: auto, cpu, cuda, cuda:1")
     base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai: the vLLM server's /v1 URL")

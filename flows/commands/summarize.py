@@ -48,6 +48,8 @@ def summarize_command(
     max_new_tokens: Annotated[int, typer.Option(help="output token limit")] = _DEFAULTS["max_new_tokens"].default,
     seed: Annotated[int, typer.Option(help="base seed; retry k uses seed + k")] = 0,
     max_attempts: Annotated[int, typer.Option(help="tries per abstract before quarantine")] = 3,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="try the quarantined abstracts again (e.g. with more --max-attempts)")] = False,
     batch_size: Annotated[int, typer.Option(help="transformers: prompts per batch")] = 16,
     device: Annotated[str, typer.Option(help="transformers: auto, cpu, cuda")] = "auto",
     base_url: Annotated[str, typer.Option(help="openai: the server's /v1 URL")] = _DEFAULTS["base_url"].default,
@@ -63,7 +65,7 @@ def summarize_command(
     params = _params(
         data=live_data_root(data), backend=backend, model=model, prompt_version=prompt_version,
         max_items=max_items, max_words=max_words, temperature=temperature, max_new_tokens=max_new_tokens,
-        seed=seed, max_attempts=max_attempts, batch_size=batch_size, device=device, base_url=base_url,
+        seed=seed, max_attempts=max_attempts, retry_failed=retry_failed, batch_size=batch_size, device=device, base_url=base_url,
         concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
         gpu_memory_utilization=gpu_memory_utilization, limit=limit,
     )

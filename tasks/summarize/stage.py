@@ -156,7 +156,7 @@ def _quarantine(store: TableStore, failures: list[tuple[str, str, str]]) -> int:
 
 # Settings that do not change the backend that is built, so runs that differ only in them share a
 # loaded model.
-_NOT_BACKEND = {"data", "limit", "max_attempts"}
+_NOT_BACKEND = {"data", "limit", "max_attempts", "retry_failed"}
 # Backends whose generate() may run in several threads at once: the extractive one is pure, and
 # the openai one is a client with its own request pool. The others hold a model (transformers on
 # one device, vLLM scheduling its own batch) and take one batch at a time.
@@ -176,7 +176,7 @@ _BACKENDS_LOCK = threading.Lock()
 
 
 def backend_key(params: SummarizeParams) -> str:
-    """What identifies a backend instance: its params less the data root, the limit and max_attempts."""
+    """What identifies a backend instance: its params less the data root, the limit and the retry settings."""
     return json.dumps(params.model_dump(mode="json", exclude=_NOT_BACKEND), sort_keys=True)
 
 
@@ -270,7 +270,9 @@ def plan_summarize(params: SummarizeParams) -> SummarizePlan:
     plan.config = summary_config(params, model_id)
     plan.stage_config = {**plan.config, "limit": params.limit}
     previous = store.manifest(SUMMARIES_TABLE)
-    if previous is not None and previous.inputs == plan.inputs and previous.config == plan.stage_config:
+    # Failed abstracts have no cached summary, so skipping this check sends exactly them to the model.
+    current = previous is not None and previous.inputs == plan.inputs and previous.config == plan.stage_config
+    if current and not params.retry_failed:
         log.info("summaries are up to date for proposals %s", plan.inputs[PROPOSALS_TABLE][:12])
         plan.cached = StageResult(stage=STAGE, digest=previous.digest, cached=True, outputs=plan.outputs,
                                   stats=previous.stats)

@@ -108,3 +108,22 @@ def test_the_transformers_backend_through_the_stage(tmp_path, write_proposals):
     assert starved.stats["failure_reasons"] == {"cut_off": 3}
     reasons = {r["reason"] for r in _store(data).read("quarantine").to_pylist()}
     assert reasons == {"cut_off"}
+
+
+def test_quarantined_abstracts_are_tried_again_only_when_asked(tmp_path, write_proposals, monkeypatch):
+    from tasks.summarize.backends.base import RawOutput
+    from tasks.summarize.backends.extractive import ExtractiveBackend
+
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items())[:3])
+    real = ExtractiveBackend.generate
+    monkeypatch.setattr(ExtractiveBackend, "generate", lambda self, abstracts, sampling: [
+        RawOutput("{broken") for _ in abstracts])  # e.g. a model that emitted junk this time
+    failed = run_summarize(SummarizeParams(data=data))
+    assert failed.stats["summaries"] == 0 and failed.stats["failed"] == 3
+    monkeypatch.setattr(ExtractiveBackend, "generate", real)
+
+    again = run_summarize(SummarizeParams(data=data))
+    assert again.cached and again.stats["summaries"] == 0  # the stage is current for these inputs
+    retried = run_summarize(SummarizeParams(data=data, retry_failed=True))
+    assert not retried.cached and retried.stats["summaries"] == 3 and retried.stats["generated"] == 3
+    assert run_summarize(SummarizeParams(data=data)).digest == retried.digest  # no new key for the flag
