@@ -115,7 +115,8 @@ def show_command(
 
 def gc_command(
     data: DataOption = None,
-    keep: Annotated[int, typer.Option(help="completed versions to keep besides 'latest'")] = 3,
+    keep: Annotated[int, typer.Option(help="the newest completed versions to keep ('latest' is kept too, "
+                                           "counted among them when it is one of them)")] = 3,
     dry_run: Annotated[bool, typer.Option(help="only list what would be removed")] = False,
 ) -> None:
     """Remove interrupted builds and old dataset versions (never the one 'latest' names)."""
