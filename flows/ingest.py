@@ -66,7 +66,8 @@ def release_context(run_key: str) -> None:
 
 @dataclass
 class IngestKey(CachePolicy):
-    """Cache key = the named inputs (canonical JSON) + the server URLs + the ingest code version."""
+    """Cache key = the named inputs (canonical JSON) + the server URLs + the preview configuration
+    (what a stored image is made with) + the ingest code version."""
 
     fields: list[str] = field(default_factory=list)
 
@@ -77,6 +78,7 @@ class IngestKey(CachePolicy):
         return hash_objects(
             [canonical_json(_plain(inputs.get(name))) for name in self.fields],
             [settings.mast_url, settings.stsci_url, settings.catalog_url, settings.data],
+            canonical_json(params.preview_config()),
             code_version(*CODE),
             raise_on_failure=True,
         )
@@ -158,6 +160,7 @@ def _ingest(run_key: str, params: IngestParams, ctx: steps.IngestContext, logger
 
     started = time.monotonic()
     before = {name: (m.digest if (m := ctx.tables.manifest(name)) else "") for name in steps.TABLES}
+    steps.check_image_settings(ctx)
     steps.recover(ctx)
     selection = steps.resolve_selection(ctx)
 

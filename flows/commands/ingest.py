@@ -118,9 +118,18 @@ def refresh_command(
     use_flow: FlowOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Ingest what MAST released since the stored watermark (minus an overlap margin)."""
-    params = IngestParams(data=live_data_root(data), mast_url=mast_url, stsci_url=stsci_url,
-                          catalog_url=catalog_url, refresh=True, max_images_per_proposal=max_images, seed=seed)
+    """Ingest what MAST released since the stored watermark (minus an overlap margin).
+
+    Previews are made with the settings the data root's previews were made with (the preview
+    policy given to `ingest`, image size...), so a refresh never switches them.
+    """
+    from storage import DataLayout, TableStore
+    from tasks.mast.steps import recorded_image_settings
+
+    root = live_data_root(data)
+    recorded = recorded_image_settings(TableStore(DataLayout(root).tables))
+    params = IngestParams(data=root, mast_url=mast_url, stsci_url=stsci_url, catalog_url=catalog_url,
+                          refresh=True, max_images_per_proposal=max_images, seed=seed, **recorded)
     _report(_run(params, use_flow), as_json)
 
 

@@ -20,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m tasks.mast PARAMS_JSON (a file or the JSON text)", file=sys.stderr)
         return 2
-    text = Path(args[0]).read_text() if Path(args[0]).is_file() else args[0]
+    # JSON text starts with '{'; anything else is a path (asking the file system about a long
+    # JSON text fails with "File name too long").
+    try:
+        text = args[0] if args[0].lstrip().startswith("{") else Path(args[0]).read_text()
+    except OSError as err:
+        print(f"cannot read the params file {args[0]!r}: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_redaction()
     result = run_ingest(IngestParams.model_validate_json(text))

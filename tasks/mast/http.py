@@ -78,6 +78,7 @@ class ResponseLog:
     content_length: int | None = None
     url: str = ""
     executing_polls: int = 0
+    response: requests.Response | None = None  # the last one, for the bytes it carried on the wire
 
 
 def _track_response(record: ResponseLog) -> Callable[..., requests.Response]:
@@ -86,6 +87,7 @@ def _track_response(record: ResponseLog) -> Callable[..., requests.Response]:
         length = response.headers.get("Content-Length")
         record.content_length = int(length) if length and length.isdigit() else None
         record.url = response.url
+        record.response = response
         if response.request.method == "POST" and "/invoke" in response.url and _is_executing(response):
             # astroquery re-posts an EXECUTING request at once, in a tight loop; pause first.
             record.executing_polls += 1
@@ -286,10 +288,39 @@ class DocumentClient:
             response.close()
 
 
+def declared_length(response: requests.Response) -> int | None:
+    declared = response.headers.get("Content-Length")
+    return int(declared) if declared and declared.isdigit() else None
+
+
+def wire_length(response: requests.Response, decoded: int) -> int | None:
+    """How many body bytes came over the wire: what Content-Length counts.
+
+    requests decodes `Content-Encoding: gzip` (it asks for it), so with an encoded body the bytes
+    we hold are not the bytes Content-Length counts; urllib3 counts the wire bytes (`tell()`).
+    None when neither can be told (an encoded body on a connection that cannot say).
+    """
+    try:
+        received = response.raw.tell()
+    except (AttributeError, OSError, ValueError):
+        received = None
+    if isinstance(received, int) and not isinstance(received, bool):
+        return received
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    return decoded if encoding in ("", "identity") else None
+
+
+def check_length(response: requests.Response, decoded: int, what: str) -> None:
+    """RemoteError (retryable) when the body that came is shorter or longer than Content-Length."""
+    expected = declared_length(response)
+    received = wire_length(response, decoded)
+    if expected is not None and received is not None and received != expected:
+        raise RemoteError(f"{what}: got {received} of {expected} bytes (truncated)")
+
+
 def read_checked(response: requests.Response, max_bytes: int, what: str) -> bytes:
     """Read a streamed body, refusing oversize bodies and bodies shorter than Content-Length."""
-    declared = response.headers.get("Content-Length")
-    expected = int(declared) if declared and declared.isdigit() else None
+    expected = declared_length(response)
     if expected is not None and expected > max_bytes:
         raise PermanentRemoteError(f"{what}: body of {expected} bytes exceeds the {max_bytes}-byte limit")
     chunks: list[bytes] = []
@@ -299,16 +330,13 @@ def read_checked(response: requests.Response, max_bytes: int, what: str) -> byte
         size += len(chunk)
         if size > max_bytes:
             raise PermanentRemoteError(f"{what}: body exceeds the {max_bytes}-byte limit")
-    body = b"".join(chunks)
-    if expected is not None and len(body) != expected:
-        raise RemoteError(f"{what}: got {len(body)} of {expected} bytes (truncated)")
-    return body
+    check_length(response, size, what)
+    return b"".join(chunks)
 
 
 def stream_to_file(response: requests.Response, path: str, max_bytes: int, what: str) -> int:
     """Stream a body into `path`, refusing oversize bodies and bodies shorter than Content-Length."""
-    declared = response.headers.get("Content-Length")
-    expected = int(declared) if declared and declared.isdigit() else None
+    expected = declared_length(response)
     if expected is not None and expected > max_bytes:
         raise PermanentRemoteError(f"{what}: body of {expected} bytes exceeds the {max_bytes}-byte limit")
     size = 0
@@ -318,6 +346,5 @@ def stream_to_file(response: requests.Response, path: str, max_bytes: int, what:
             if size > max_bytes:
                 raise PermanentRemoteError(f"{what}: body exceeds the {max_bytes}-byte limit")
             out.write(chunk)
-    if expected is not None and size != expected:
-        raise RemoteError(f"{what}: got {size} of {expected} bytes (truncated)")
+    check_length(response, size, what)
     return size

@@ -141,9 +141,10 @@ def fetch(client: MastClient, spec: QuerySpec, expected: int, *, min_days: float
         return table_rows(table)
 
     rows = with_retries(once, what=f"query {spec.window}", attempts=attempts, base_s=client.backoff_s)
-    if len(rows) >= expected:
+    received = distinct_rows(rows)
+    if received >= expected:
         return rows
-    short = f"MAST returned {len(rows)} of {expected} rows for window {spec.window}"
+    short = f"MAST returned {received} of {expected} rows for window {spec.window}"
     if spec.window.days / 2 < min_days or depth >= MAX_SHORTFALL_SPLITS:
         raise RemoteError(f"{short} and the window cannot be split further")
     log.warning("%s; splitting the window", short)
@@ -157,6 +158,11 @@ def fetch(client: MastClient, spec: QuerySpec, expected: int, *, min_days: float
         if n:
             out += fetch(client, sub, n, min_days=min_days, attempts=attempts, depth=depth + 1)
     return out
+
+
+def distinct_rows(rows: Sequence[dict[str, Any]]) -> int:
+    """Rows counted once per obsid: pages that overlap repeat rows, which must not hide missing ones."""
+    return len({_text(row, "obsid", "obsID") or f"row {i}" for i, row in enumerate(rows)})
 
 
 # -- rows ----------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from schemas.errors import PermanentRemoteError, RemoteError
 from schemas.ingest import PreviewPolicy
 from schemas.records import Observation, PreviewImage
 from storage.images import ImageStore
-from tasks.mast.http import MastClient, status_error, stream_to_file, with_retries
+from tasks.mast.http import MastClient, check_length, status_error, stream_to_file, with_retries
 from tasks.mast.imaging import ImageRejected, ImageSpec, normalize_preview
 from tasks.mast.journal import PreviewJournal
 from tasks.mast.observations import table_rows
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 FAILED = frozenset({"http_error", "decode_error", "too_small", "too_large", "no_preview"})
 MAX_PREVIEW_BYTES = 64 * 1024 * 1024
 NOT_SAMPLED = "not sampled: the proposal's preview limit is reached"
+PRODUCTS_REFUSED = "no preview product accepted by policy"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,23 @@ def preview_name(url: str) -> str:
     return f"{name}?{parsed.query}" if parsed.query and parsed.scheme in ("http", "https") else name
 
 
+def products_refused(policy: PreviewPolicy) -> str:
+    """The error of a policy_skip found in the product list; it names the policy that decided it."""
+    return f"{PRODUCTS_REFUSED} ({policy.describe()})"
+
+
+def settled_by(row: PreviewImage, policy: PreviewPolicy) -> bool:
+    """A policy_skip from the product list that `policy` decided (or one that names no policy).
+
+    Not a NOT_SAMPLED skip: those wait for a free slot. Under another policy the products are
+    judged again.
+    """
+    if row.status != "policy_skip" or not row.error.startswith(PRODUCTS_REFUSED):
+        return False
+    named = row.error[len(PRODUCTS_REFUSED):].strip()
+    return not named or named == f"({policy.describe()})"
+
+
 def plan_previews(
     observations: Iterable[Observation],
     existing: Mapping[str, PreviewImage],
@@ -77,6 +95,8 @@ def plan_previews(
 
     `observations` are all stored observations of the proposals in scope; `existing` the rows
     already recorded (table and journal). Failed rows are re-attempted only with `retry_failed`.
+    An observation without a jpegURL whose product list held only refused previews is settled
+    while the policy that refused them is the policy: it takes no slot of its proposal again.
     """
     by_proposal: dict[str, list[Observation]] = defaultdict(list)
     for obs in observations:
@@ -97,6 +117,8 @@ def plan_previews(
         free = max(0, limit - len(attempted))
         for obs in members:
             if obs.obsid in existing and existing[obs.obsid].status != "policy_skip":
+                continue
+            if not obs.jpeg_url and obs.obsid in existing and settled_by(existing[obs.obsid], policy):
                 continue
             if obs.jpeg_url and not policy.accepts(preview_name(obs.jpeg_url)):
                 decide(PreviewImage(obsid=obs.obsid, proposal_id=proposal_id, status="policy_skip",
@@ -130,19 +152,41 @@ class PreviewFetcher:
     use_astroquery_download: bool = False
 
     def run_batch(self, jobs: Sequence[PreviewJob]) -> list[PreviewImage]:
+        """Outcomes of one batch; RemoteError when every preview of it failed on server trouble.
+
+        A preview whose server keeps failing (retries exhausted) becomes an http_error row,
+        quarantined and left for --retry-failed, so one broken preview does not fail every run.
+        Such rows are journaled only once the batch is known not to have failed whole: when
+        every preview fails so the archive is down, and the batch fails (to be retried) rather
+        than quarantine everything.
+        """
         done = self.journal.load_some([j.obsid for j in jobs])
         todo = [j for j in jobs if j.obsid not in done]
         urls, unresolved = self.resolve(todo)
         outcomes = [done[j.obsid] for j in jobs if j.obsid in done]
+        fresh: dict[str, PreviewImage] = {}
+        troubled: dict[str, RemoteError] = {}
         workdir = tempfile.mkdtemp(prefix="hubbleclip-previews-")
         try:
             for job in todo:
-                row = unresolved.get(job.obsid) or self.fetch_one(job, urls[job.obsid], workdir)
+                row = unresolved.get(job.obsid)
+                if row is None:
+                    try:
+                        row = self.attempt(job, urls[job.obsid], workdir)
+                    except RemoteError as err:
+                        troubled[job.obsid] = err
+                        continue
                 self.journal.record(row)
-                outcomes.append(row)
+                fresh[job.obsid] = row
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        return outcomes
+        if troubled and not outcomes and not fresh:
+            raise next(reversed(troubled.values()))
+        for job in todo:
+            if job.obsid in troubled:
+                fresh[job.obsid] = unavailable(job, urls[job.obsid], troubled[job.obsid])
+                self.journal.record(fresh[job.obsid])
+        return outcomes + [fresh[j.obsid] for j in todo]
 
     # -- where each preview is --------------------------------------------------------------
     def resolve(self, jobs: Sequence[PreviewJob]) -> tuple[dict[str, str], dict[str, PreviewImage]]:
@@ -160,7 +204,7 @@ class PreviewFetcher:
                 elif names:
                     rows[job.obsid] = PreviewImage(
                         obsid=job.obsid, proposal_id=job.proposal_id, status="policy_skip", source_url=names[0],
-                        error=f"no preview product accepted by policy ({self.policy.describe()})")
+                        error=products_refused(self.policy))
                 else:
                     rows[job.obsid] = PreviewImage(
                         obsid=job.obsid, proposal_id=job.proposal_id, status="no_preview",
@@ -192,6 +236,14 @@ class PreviewFetcher:
 
     # -- one preview -------------------------------------------------------------------------
     def fetch_one(self, job: PreviewJob, url: str, workdir: str) -> PreviewImage:
+        """The outcome for one preview; server trouble past its retries is an http_error row."""
+        try:
+            return self.attempt(job, url, workdir)
+        except RemoteError as err:
+            return unavailable(job, url, err)
+
+    def attempt(self, job: PreviewJob, url: str, workdir: str) -> PreviewImage:
+        """The outcome for one preview; RemoteError when its server kept failing past the retries."""
         base = {"obsid": job.obsid, "proposal_id": job.proposal_id, "source_url": url}
         try:
             data = with_retries(lambda: self.download(url, os.path.join(workdir, f"{job.obsid}.part")),
@@ -253,13 +305,20 @@ class PreviewFetcher:
                     raise status_error(code, f"download {uri}")
                 raise RemoteError(f"download {uri}: {status} {message}")
             data = Path(part_path).read_bytes()
-            if record.content_length is not None and len(data) != record.content_length:
-                raise RemoteError(f"download {uri}: got {len(data)} of {record.content_length} bytes (truncated)")
+            last = record.response
+            if last is not None and last.request.method == "GET":
+                check_length(last, len(data), f"download {uri}")
             if len(data) > MAX_PREVIEW_BYTES:
                 raise PermanentRemoteError(f"download {uri}: {len(data)} bytes exceeds the preview size limit")
             return data
         finally:
             Path(part_path).unlink(missing_ok=True)
+
+
+def unavailable(job: PreviewJob, url: str, err: RemoteError) -> PreviewImage:
+    """The row of a preview whose server kept failing (5xx, timeouts, bodies cut short)."""
+    return PreviewImage(obsid=job.obsid, proposal_id=job.proposal_id, source_url=url, status="http_error",
+                        error=str(err), http_status=getattr(err, "status_code", 0))
 
 
 def quarantine_reason(row: PreviewImage) -> str:

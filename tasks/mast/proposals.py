@@ -3,7 +3,12 @@
 Sources in order of preference: the proposal abstracts catalog flat file (when one is
 configured: one download gives every proposal), the Phase II APT XML, the Phase II `.pro`
 report. A proposal whose sources all fail is returned as a failure (quarantined by the stage)
-with each source's reason.
+with each source's reason; a definitive refusal (403, 401, 400...) moves on to the next source
+like a 404 does. A source that keeps failing with server trouble after its retries (5xx,
+timeouts, bodies cut short) ends the proposal as a `transient` failure: quarantined, so
+--retry-failed fetches it again, and never answered from a lesser source meanwhile (a passing
+outage must not decide which document a proposal's text comes from). Only when every proposal of
+a batch fails so is the archive taken to be down: the batch fails (and is retried) instead.
 
 Raw documents are cached under `cache/documents/` in the data root, keyed by the sha256 of
 their URL, and a 404 is remembered as a `.missing` marker: a rerun (after a kill, or a refresh)
@@ -19,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from schemas.errors import PermanentRemoteError
+from schemas.errors import PermanentRemoteError, RemoteError
 from schemas.records import Proposal
 from storage.fs import atomic_write_bytes, exists, join, read_bytes
 from tasks.mast.http import DocumentClient
@@ -30,6 +35,10 @@ log = logging.getLogger(__name__)
 APT_PATH = "/hst-program-info/download/hst/apt/{id}/"
 PRO_PATH = "/hst/phase2-public/{id}.pro"
 MISSING = b""
+# Which reason names a failure when several sources failed: a parse problem beats a refusal
+# (the document exists, we may not read it) beats "not found" beats the rest.
+REASON_ORDER = ("unsafe_xml", "malformed_xml", "empty_abstract", "missing_cycle", "invalid_proposal",
+                "proposal_id_mismatch", "http_", "no_proposal_document")
 
 
 def apt_url(stsci_url: str, proposal_id: str) -> str:
@@ -45,6 +54,18 @@ class ProposalFailure:
     proposal_id: str
     reason: str
     detail: str
+    transient: bool = False  # a server kept failing (retries exhausted): a later try may succeed
+
+
+def http_reason(err: BaseException) -> str:
+    """`http_<status>` for an HTTP answer, `http_error` for a timeout or a body cut short."""
+    status = getattr(err, "status_code", 0)
+    return f"http_{status}" if status else "http_error"
+
+
+def _rank(reason: str) -> int:
+    key = "http_" if reason.startswith("http_") else reason
+    return REASON_ORDER.index(key) if key in REASON_ORDER else len(REASON_ORDER)
 
 
 @dataclass
@@ -109,7 +130,14 @@ class ProposalFetcher:
             failed = self.catalog_failures[proposal_id]
             reasons.append((failed.reason, failed.detail))
         for kind, url in (("apt", apt_url(self.stsci_url, proposal_id)), ("pro", pro_url(self.stsci_url, proposal_id))):
-            data = self.document(url)
+            try:
+                data = self.document(url)
+            except PermanentRemoteError as err:
+                reasons.append((http_reason(err), f"{kind}: {err}"))
+                continue
+            except RemoteError as err:
+                reasons.append((http_reason(err), f"{kind}: {err}"))
+                return ProposalFailure(proposal_id, http_reason(err), "; ".join(d for _, d in reasons), transient=True)
             if data == MISSING:
                 reasons.append(("no_proposal_document", f"{kind}: not found ({urlsplit(url).path})"))
                 continue
@@ -122,10 +150,7 @@ class ProposalFetcher:
                 reasons.append(("proposal_id_mismatch", f"{kind}: document is for {proposal.proposal_id}"))
                 continue
             return proposal
-        # Name the most telling reason: a parse problem beats "not found" beats the rest.
-        order = ["unsafe_xml", "malformed_xml", "empty_abstract", "missing_cycle", "invalid_proposal",
-                 "proposal_id_mismatch", "no_proposal_document"]
-        reason = min((r for r, _ in reasons), key=lambda r: order.index(r) if r in order else len(order))
+        reason = min((r for r, _ in reasons), key=_rank)
         return ProposalFailure(proposal_id, reason, "; ".join(d for _, d in reasons))
 
     def fetch_many(self, proposal_ids: Sequence[str]) -> tuple[list[Proposal], list[ProposalFailure]]:
@@ -134,6 +159,9 @@ class ProposalFetcher:
         for proposal_id in proposal_ids:
             outcome = self.fetch(proposal_id)
             (good if isinstance(outcome, Proposal) else bad).append(outcome)  # type: ignore[arg-type]
+        if bad and len(bad) == len(proposal_ids) and all(f.transient for f in bad):
+            # Every one failed on server trouble: the archive is down, not these proposals bad.
+            raise RemoteError(f"every proposal of the batch failed on server trouble, e.g. {bad[-1].detail}")
         return good, bad
 
 

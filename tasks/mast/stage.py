@@ -55,6 +55,7 @@ def run_ingest(params: IngestParams, settings: Settings | None = None, *,
     started = time.monotonic()
     ctx = steps.IngestContext(params, settings or get_settings())
     before = {name: (m.digest if (m := ctx.tables.manifest(name)) else "") for name in steps.TABLES}
+    steps.check_image_settings(ctx)
     steps.recover(ctx)
     selection = steps.resolve_selection(ctx)
 

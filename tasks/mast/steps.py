@@ -161,7 +161,9 @@ def resolve_selection(ctx: IngestContext) -> Selection:
     if since is None and not p.rebuild:
         mark = read_watermark(ctx.layout)
         if mark is None and p.refresh:
-            raise InputError(f"no ingest watermark under {ctx.layout.state}: run `hubbleclip ingest` first")
+            raise InputError(f"no ingest watermark under {ctx.layout.state}: run `hubbleclip ingest` first "
+                             "(a full ingest sets it; a --since window, --cycles or --proposals alone do not, "
+                             "since releases before them were never asked for)")
         if mark is not None:
             since = max(0.0, mark.t_obs_release - p.overlap_days)
     start = since or 0.0
@@ -305,6 +307,42 @@ def commit_proposals(ctx: IngestContext, good: Sequence[Proposal], bad: Sequence
 
 
 # -- previews ------------------------------------------------------------------------------------
+# What decides a stored image's bytes (IngestParams.preview_config() keys). The sample settings
+# (max_images_per_proposal, seed) may change between runs: stored previews stay, new ones top up.
+IMAGE_SETTINGS = ("policy", "image_size", "padding_color", "min_image_side", "max_image_pixels")
+
+
+def recorded_image_settings(tables: TableStore) -> dict[str, Any]:
+    """The image settings the previews table was made with, as IngestParams fields ({} if none)."""
+    manifest = tables.manifest("previews")
+    config = manifest.config if manifest is not None else {}
+    fields = {name: config[name] for name in IMAGE_SETTINGS if name in config}
+    if "policy" in fields:
+        fields["preview_policy"] = fields.pop("policy")
+    return fields
+
+
+def check_image_settings(ctx: IngestContext) -> None:
+    """Refuse to add images made under other settings to a previews table (unless rebuilding).
+
+    Stored previews are never re-made by a plain run, so their table would claim the new
+    settings for images made under the old ones.
+    """
+    if ctx.params.rebuild:
+        return
+    manifest = ctx.tables.manifest("previews")
+    if manifest is None:
+        return
+    requested = ctx.params.preview_config()
+    differing = [name for name in IMAGE_SETTINGS
+                 if name in manifest.config and manifest.config[name] != requested[name]]
+    if differing:
+        changes = "; ".join(f"{name}: stored {manifest.config[name]!r}, requested {requested[name]!r}"
+                            for name in differing)
+        raise InputError(f"the previews under {ctx.layout.tables} were made with other settings ({changes}): "
+                         "use the stored settings, or --rebuild to make every preview again")
+
+
 def recover(ctx: IngestContext) -> int:
     """Fold outcomes journaled by a killed run into the tables before planning anything."""
     pending = ctx.journal.load()
@@ -377,9 +415,17 @@ def finish(ctx: IngestContext, selection: Selection, outcome: ObservationsOutcom
     if selection.query and selection.full:
         quarantine_catalog_without_observations(ctx)
     if selection.query and selection.complete and not selection.proposal_ids:
-        mark = advance(read_watermark(ctx.layout), outcome.seen_max_release, selection.window.end)
-        if mark is not None:
-            write_watermark(ctx.layout, mark)
+        previous = read_watermark(ctx.layout)
+        covered = previous.t_obs_release if previous is not None else 0.0
+        if selection.window.start <= covered:
+            mark = advance(previous, outcome.seen_max_release, selection.window.end)
+            if mark is not None:
+                write_watermark(ctx.layout, mark)
+        else:
+            # A window that starts past what is ingested leaves a gap below it: moving the
+            # watermark would make every later run start after data never asked for.
+            log.info("ingest: window %s starts after the watermark (%.5f); watermark left as is",
+                     selection.window, covered)
     digests = {}
     for name in TABLES:
         manifest = ctx.tables.manifest(name)

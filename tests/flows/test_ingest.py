@@ -80,3 +80,42 @@ def test_inspect_proposal_over_http(archive, capsys):
     assert code == 0 and len(json.loads(out)) == 25
     code, _, err = _cli(capsys, "inspect-proposal", archive.url + "/hst/phase2-public/1.pro")
     assert code == 1 and "HTTP 404" in err
+
+
+def test_the_download_cache_key_covers_the_preview_settings():
+    from flows.ingest import IngestKey
+    from schemas.ingest import IngestParams, PreviewPolicy
+    from tasks.mast.previews import PreviewJob
+
+    jobs = [PreviewJob("2003520266", "8880", "mast:HST/product/x_total_drc.jpg")]
+    key = IngestKey(fields=["jobs", "plan_digest"])
+
+    def computed(**settings) -> str:
+        params = IngestParams(data="/tmp/hubbleclip-key-test", **settings)
+        return key.compute_key(None, {"params": params, "jobs": jobs, "plan_digest": "d"}, {})
+
+    base = computed()
+    assert computed() == base
+    for change in ({"image_size": 256}, {"padding_color": "#000000"}, {"preview_policy": PreviewPolicy(include=[])},
+                   {"min_image_side": 32}, {"max_image_pixels": 1000}):
+        assert computed(**change) != base, change
+
+
+def test_cli_refresh_keeps_the_preview_policy_of_the_root(archive, capsys, tmp_path):
+    from storage import DataLayout, TableStore
+    from tasks.archive.sky import extend_sky, generate_sky
+
+    sky = tmp_path / "sky"
+    generate_sky(sky, proposals=4, seed=4, first_cycle=20, cycles=1, bad_records=False, mean_observations=3.0)
+    archive.configure(sky_dir=sky)
+    data = tmp_path / "data"
+    where = ("--data", str(data), "--mast-url", archive.url, "--stsci-url", archive.url)
+    code, _, err = _cli(capsys, "ingest", *where, "--policy-include", "", "--policy-exclude", "drz")
+    assert code == 0, err
+    extend_sky(sky, proposals=2, seed=9)  # new releases, so the refresh commits new previews
+    archive.configure(sky_dir=sky)
+    code, out, err = _cli(capsys, "refresh", *where, "--json")
+    assert code == 0, err
+    assert json.loads(out)["stats"].get("previews_ok", 0) > 0
+    manifest = TableStore(DataLayout(str(data)).tables).manifest("previews")
+    assert manifest.config["policy"] == {"include": [], "exclude": ["drz"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from collections.abc import Iterator
@@ -12,18 +13,19 @@ import requests
 
 from schemas.errors import PermanentRemoteError, RemoteError
 from schemas.settings import Settings
-from tasks.mast.http import DocumentClient, RateLimiter, configure_session, with_retries
+from tasks.mast.http import DocumentClient, RateLimiter, configure_session, stream_to_file, with_retries
 
 
 class _Script:
-    """What the test server answers, per path: a list of (status, body, declared length, delay)."""
+    """What the test server answers, per path: a list of (status, body, declared length, delay),
+    optionally with a dict of extra headers as a fifth item."""
 
     def __init__(self) -> None:
-        self.answers: dict[str, list[tuple[int, bytes, int | None, float]]] = {}
+        self.answers: dict[str, list[tuple]] = {}
         self.seen: list[tuple[str, str, str]] = []  # (method, path, user agent)
         self.lock = threading.Lock()
 
-    def next(self, path: str) -> tuple[int, bytes, int | None, float]:
+    def next(self, path: str) -> tuple:
         with self.lock:
             queue = self.answers.get(path, [])
             return queue.pop(0) if len(queue) > 1 else (queue[0] if queue else (404, b"missing", None, 0.0))
@@ -38,9 +40,11 @@ def server() -> Iterator[tuple[str, _Script]]:
             script.seen.append((self.command, self.path, self.headers.get("User-Agent", "")))
             if self.command == "POST":
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, body, declared, delay = script.next(self.path)
+            status, body, declared, delay, *extra = script.next(self.path)
             time.sleep(delay)
             self.send_response(status)
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body) if declared is None else declared))
             if declared is not None:
                 self.send_header("Connection", "close")
@@ -156,3 +160,63 @@ def test_with_retries_never_retries_permanent_errors():
     with pytest.raises(PermanentRemoteError):
         with_retries(permanent, what="x", attempts=5, base_s=0.0)
     assert len(calls) == 1
+
+
+GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/xml"}
+
+
+def test_a_gzip_body_is_checked_against_the_bytes_on_the_wire(server, tmp_path):
+    # requests asks for gzip and decodes it; Content-Length counts the compressed bytes.
+    url, script = server
+    body = b"<HSTProposal Phase2ID='13012'>" + b"x" * 20000 + b"</HSTProposal>"
+    wire = gzip.compress(body)
+    script.answers["/doc.apt"] = [(200, wire, None, 0.0, GZIP)]
+    client = DocumentClient(_settings(http_retries=0), backoff_s=0.0)
+    assert client.get(url + "/doc.apt") == body
+
+    session = requests.Session()
+    configure_session(session, _settings(), backoff_s=0.0)
+    with session.get(url + "/doc.apt", stream=True) as response:
+        assert stream_to_file(response, str(tmp_path / "doc"), 1 << 20, "GET doc") == len(body)
+    assert (tmp_path / "doc").read_bytes() == body
+
+
+def test_a_truncated_gzip_body_is_still_detected_and_retried(server):
+    url, script = server
+    body = b"y" * 50000
+    wire = gzip.compress(body)
+    script.answers["/cut.apt"] = [(200, wire[: len(wire) // 2], len(wire), 0.0, GZIP), (200, wire, None, 0.0, GZIP)]
+    client = DocumentClient(_settings(), backoff_s=0.0)
+    assert client.get(url + "/cut.apt") == body
+    assert len([p for _, p, _ in script.seen if p == "/cut.apt"]) == 2
+
+
+def test_astroquery_downloads_of_gzip_bodies_are_not_called_truncated(server, tmp_path):
+    """`download_via="astroquery"`: the length check uses the tracked response's wire bytes."""
+    from schemas.ingest import PreviewPolicy
+    from tasks.mast.imaging import ImageSpec
+    from tasks.mast.previews import PreviewFetcher
+
+    url, script = server
+    image = b"\xff\xd8" + bytes(range(256)) * 64
+    script.answers["/preview.jpg"] = [(200, gzip.compress(image), None, 0.0, {"Content-Encoding": "gzip"})]
+    session = requests.Session()
+    record = configure_session(session, _settings(), backoff_s=0.0)
+
+    class Observations:
+        def download_file(self, uri, local_path, cache, verbose):  # what astroquery does, on its session
+            with session.get(url + "/preview.jpg", stream=True) as response, open(local_path, "wb") as out:
+                for chunk in response.iter_content(1024):
+                    out.write(chunk)
+            return "COMPLETE", None, None
+
+    class Client:
+        backoff_s = 0.0
+        response_log = record
+
+        def observations(self):
+            return Observations()
+
+    fetcher = PreviewFetcher(Client(), None, None, ImageSpec(), PreviewPolicy(), attempts=1,
+                             use_astroquery_download=True)
+    assert fetcher.download("mast:HST/product/x_total_drc.jpg", str(tmp_path / "x.part")) == image

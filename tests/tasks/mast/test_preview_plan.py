@@ -67,3 +67,30 @@ def test_retry_failed_reattempts_exactly_the_failed():
     assert plan_previews(observations, stored, policy=PreviewPolicy(), limit=20, seed=0)[0] == []
     retry, _ = plan_previews(observations, stored, policy=PreviewPolicy(), limit=20, seed=0, retry_failed=True)
     assert sorted(j.obsid for j in retry) == ["2", "4"]
+
+
+def test_products_refused_by_the_policy_take_no_slot_again():
+    # The highest-priority observation has no jpegURL and its products hold only refused previews:
+    # the fetcher records policy_skip. Later runs must give its slot to the next observation.
+    from tasks.mast.previews import PreviewFetcher, priority
+
+    policy = PreviewPolicy()
+    observations = [_obs(i) for i in (1, 2, 3)]
+    top = min(observations, key=lambda o: priority(0, o.obsid)).obsid
+    observations = [o.model_copy(update={"jpeg_url": ""}) if o.obsid == top else o for o in observations]
+    fetcher = PreviewFetcher(None, None, None, None, policy, attempts=1)
+    fetcher.list_previews = lambda obsids: {top: ["mast:HST/product/x_color_drc.jpg"]}
+
+    stored: dict[str, PreviewImage] = {}
+    for _ in range(3):  # three runs, limit 1
+        jobs, decided = plan_previews(observations, stored, policy=policy, limit=1, seed=0)
+        stored.update({d.obsid: d for d in decided})
+        _, skipped = fetcher.resolve([j for j in jobs if not j.jpeg_url])
+        stored.update({j.obsid: skipped.get(j.obsid) or _ok(j) for j in jobs})
+    assert stored[top].status == "policy_skip"
+    assert sum(v.status == "ok" for v in stored.values()) == 1  # the proposal got its preview
+    assert plan_previews(observations, stored, policy=policy, limit=1, seed=0)[0] == []
+
+    # Under another policy the product list is judged again.
+    other = PreviewPolicy(include=[], exclude=[])
+    assert [j.obsid for j in plan_previews(observations, stored, policy=other, limit=2, seed=0)[0]] == [top]

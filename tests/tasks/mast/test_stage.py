@@ -80,6 +80,14 @@ def test_refresh_with_nothing_new_writes_and_downloads_nothing(reference_copy, a
     assert not any("/hst-program-info/" in p or "/phase2-public/" in p or "catalog.txt" in p for p in paths)
 
 
+def test_other_image_settings_on_a_stored_root_are_refused(reference_copy, archive):
+    # Stored previews are never re-made without --rebuild: the table would claim 256 px for 512 px images.
+    before = snapshot(reference_copy)
+    with pytest.raises(InputError, match="image_size: stored 512, requested 256"):
+        run_ingest(ingest_params(archive.url, reference_copy, image_size=256))
+    assert snapshot(reference_copy) == before and not archive.request_log
+
+
 @pytest.mark.chaos
 def test_faults_give_the_same_tables_as_a_clean_run(archive, tmp_path, reference_ingest):
     archive.configure(faults=FaultConfig(latency_ms=2, fail_rate=0.15, executing_rate=0.3, truncate_rate=0.15,
