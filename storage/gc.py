@@ -18,7 +18,8 @@ from storage.layout import DataLayout
 from storage.tables import MANIFEST, TableStore
 
 
-def _age_s(fs, path: str, now: float) -> float:  # noqa: ANN001 - any fsspec filesystem
+def age_s(fs, path: str, now: float) -> float:  # noqa: ANN001 - any fsspec filesystem
+    """Seconds since `path` was last modified (infinite where the store cannot say)."""
     try:
         modified = fs.modified(path)
     except (NotImplementedError, OSError, AttributeError):
@@ -49,13 +50,20 @@ def find_orphans(root: str) -> list[str]:
     return sorted(set(orphans))
 
 
+def youngest_age_s(root: str, now: float | None = None) -> float:
+    """Seconds since anything under `root` was last written: how long a writer there has been quiet."""
+    fs, path = open_fs(root)
+    now = time.time() if now is None else now
+    return min((age_s(fs, found, now) for found in fs.find(path)), default=float("inf"))
+
+
 def collect_garbage(root: str, *, min_age_s: float = 0.0) -> Counter[str]:
     """Delete the orphans under `root` older than `min_age_s`; returns counts by kind."""
     fs, _ = open_fs(root)
     now = time.time()
     removed: Counter[str] = Counter()
     for path in find_orphans(root):
-        if min_age_s and _age_s(fs, path, now) < min_age_s:
+        if min_age_s and age_s(fs, path, now) < min_age_s:
             removed["kept_young"] += 1
             continue
         fs.rm(path)

@@ -118,11 +118,13 @@ def gc_command(
     keep: Annotated[int, typer.Option(help="the newest completed versions to keep ('latest' is kept too, "
                                            "counted among them when it is one of them)")] = 3,
     dry_run: Annotated[bool, typer.Option(help="only list what would be removed")] = False,
+    min_age: Annotated[float, typer.Option(help="spare a build without a manifest written to in the last "
+                                                "SECONDS (it may still be running)")] = 3600.0,
 ) -> None:
     """Remove interrupted builds and old dataset versions (never the one 'latest' names)."""
     from tasks.dataset import gc_versions
 
-    removed = gc_versions(live_data_root(data), keep=keep, dry_run=dry_run)
+    removed = gc_versions(live_data_root(data), keep=keep, dry_run=dry_run, min_age_s=min_age)
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {len(removed)} version(s)" + (": " + ", ".join(removed) if removed else ""))
 

@@ -24,6 +24,7 @@ from schemas.errors import InputError
 from schemas.manifest import Manifest
 from storage import DataLayout
 from storage.fs import atomic_write_text, exists, join, open_fs, read_text, remove_stale_temporaries
+from storage.gc import youngest_age_s
 from tasks.dataset.shards import sha256_of
 
 if TYPE_CHECKING:
@@ -224,10 +225,12 @@ def list_versions(data: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda v: v["created_at"], reverse=True)
 
 
-def gc_versions(data: str, *, keep: int = 3, dry_run: bool = False) -> list[str]:
+def gc_versions(data: str, *, keep: int = 3, dry_run: bool = False, min_age_s: float = 0.0) -> list[str]:
     """Delete interrupted builds and all but the `keep` newest completed versions (never `latest`).
 
-    Returns the version directories removed (or that would be, with dry_run).
+    A build without a manifest that wrote something in the last `min_age_s` seconds may still be
+    running and is spared (give more than a shard takes to write). Returns the version
+    directories removed (or that would be, with dry_run).
     """
     if keep < 0:
         raise InputError(f"keep must be >= 0, got {keep}")
@@ -240,8 +243,12 @@ def gc_versions(data: str, *, keep: int = 3, dry_run: bool = False) -> list[str]
     doomed = []
     for entry in fs.ls(root, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if _VERSION.match(name) and name not in protected:
-            doomed.append(name)
+        if not _VERSION.match(name) or name in protected:
+            continue
+        if min_age_s and name not in completed and youngest_age_s(join(root, name)) < min_age_s:
+            log.info("dataset version %s has no manifest but was written to recently: left alone", name)
+            continue
+        doomed.append(name)
     if not dry_run:
         for name in sorted(doomed):
             fs.rm(join(root, name), recursive=True)
