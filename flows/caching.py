@@ -7,7 +7,8 @@ cache key here is built from what actually determines its output:
 - the digests of its input manifests (strings the previous stage returned, never re-read files),
 - its configuration (the stage's pydantic params, data root included, as canonical JSON),
 - the code version of the stage (a hash of the stage's own modules, prompts and presets included,
-  because TASK_SOURCE only sees the text of the wrapping task), and CACHE_VERSION, a manual knob.
+  because TASK_SOURCE only sees the text of the wrapping task), and CACHE_VERSION, a manual knob
+  (both from tasks/code_version.py, which has no Prefect, so a stage can record its own).
 
 Results cross machines (CPU box -> GPU worker) as JSON, never pickle: a `StageResult` is small
 and JSON-serialisable, and Prefect's JSON serializer round-trips pydantic models.
@@ -16,12 +17,10 @@ and JSON-serialisable, and Prefect's JSON serializer round-trips pydantic models
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,14 @@ from pydantic import BaseModel
 from schemas.errors import InputError, PermanentRemoteError
 from schemas.stage import StageResult
 from storage.fs import exists, join
+from tasks.code_version import CACHE_VERSION, code_version  # also imported from here by the flows
 
-# Bump to invalidate every pipeline cache entry at once (e.g. after a storage-format change).
-CACHE_VERSION = "1"
 # Never pickle: results must load on another machine, with other library versions.
 RESULT_SERIALIZER = "json"
 # Environment overrides for shared result storage: a saved Prefect block slug, e.g.
 # "s3-bucket/hubbleclip-results" (prefect-aws) for results and "s3-bucket/hubbleclip-cache-keys" for keys.
 RESULT_STORAGE_ENV = "HUBBLECLIP_RESULT_STORAGE"
 KEY_STORAGE_ENV = "HUBBLECLIP_CACHE_KEY_STORAGE"
-# Source files that make up a stage's code version.
-_CODE_SUFFIXES = (".py", ".json", ".txt", ".j2", ".md")
 
 
 def canonical_json(value: Any) -> str:
@@ -55,35 +51,6 @@ def canonical_json(value: Any) -> str:
 
 def config_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
-
-
-def _module_files(module: str) -> list[Path]:
-    spec = importlib.util.find_spec(module)
-    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
-        raise ModuleNotFoundError(f"cannot find module {module!r} to compute its code version", name=module)
-    if spec.submodule_search_locations:  # a package: every source, prompt and preset file in it
-        files: list[Path] = []
-        for location in spec.submodule_search_locations:
-            files += [p for p in Path(location).rglob("*")
-                      if p.suffix in _CODE_SUFFIXES and "__pycache__" not in p.parts]
-        return sorted(files)
-    return [Path(spec.origin)]
-
-
-@lru_cache(maxsize=64)
-def code_version(*modules: str) -> str:
-    """Hash of the source files of `modules` (packages recursively), so an edit invalidates caches.
-
-    A module that cannot be found raises: hashing it as absent would let a misspelt name silently
-    drop its files from the key, and edits to them would then serve stale cache hits.
-    """
-    digest = hashlib.sha256(CACHE_VERSION.encode())
-    for module in sorted(modules):
-        digest.update(f"\0{module}\0".encode())
-        for path in _module_files(module):
-            digest.update(path.name.encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 @dataclass

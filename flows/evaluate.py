@@ -4,6 +4,10 @@ The task is cached on what determines the report: the dataset version's digest, 
 model's checkpoint sha256, the ground truth's sha256, the params and the stage's code version
 (resolved by tasks.evaluate.plan_evaluation without loading any model). Under it,
 run_evaluate skips the work by itself when reports/<run>/manifest.json records the same inputs.
+
+reports/<run>/ holds one report, the last configuration's: a cache record for another
+configuration (split heldout, then test, then heldout again) names the files of the one since
+evaluated, so a hit counts only while the manifest on disk has the record's digest.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from flows.caching import (
 from schemas.evaluate import EvaluateParams
 from schemas.stage import StageResult
 from storage.fs import read_text
-from tasks.evaluate import EvaluationPlan, plan_evaluation, run_evaluate
+from tasks.evaluate import EvaluationPlan, plan_evaluation, report_digest, run_evaluate
 
 CODE = ("flows.evaluate", "tasks.evaluate", "schemas.evaluate", "storage", "schemas.manifest", "schemas.vocabulary")
 
@@ -81,6 +85,10 @@ def evaluate(params: EvaluateParams | None = None) -> StageResult:
     if not outputs_still_present(result, params.data):
         # A cache record outlived its files (reports or index deleted): evaluate again.
         logger.info("cached evaluation names missing files; evaluating again")
+        result = evaluate_models.with_options(**_task_options(params, True))(params, key, plan)
+    elif report_digest(result.outputs["report_dir"]) != result.digest:
+        # The report there is another configuration's (or half-written): this one's is gone.
+        logger.info("the report on disk is not this evaluation's; evaluating again")
         result = evaluate_models.with_options(**_task_options(params, True))(params, key, plan)
     _publish(result)
     logger.info("evaluation of %s: %s", result.outputs.get("run_name"), result.outputs["report"])

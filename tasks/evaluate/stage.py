@@ -3,10 +3,14 @@
     reports/<run>/report.json, report.md, *.png   the comparison (see report.py)
     reports/<run>/manifest.json                   written last: inputs (dataset digest, every model's
                                                   checkpoint sha256, ground truth sha256) + config
+                                                  (params, and the evaluation code's version)
     index/<dataset version>-<sha16>/              the fine-tuned model's search index (see index.py)
 
 Every model (fine-tuned, base, controls) is measured on the same held-out examples. The stage is
-cached on the checkpoint hashes and the dataset version: an unchanged manifest returns at once.
+cached on the checkpoint hashes, the dataset version, the params and the code: an unchanged
+manifest returns at once. reports/<run>/ holds the report of the last configuration evaluated
+(another split, say, replaces it): its manifest is deleted before a new report is written, so a
+report is trusted only once its own manifest stands beside it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from schemas.manifest import Manifest
 from schemas.stage import StageResult
 from schemas.vocabulary import PAPER_QUERIES
 from storage import DataLayout, ImageStore
-from storage.fs import atomic_write_text, exists, join, read_bytes, read_text
+from storage.fs import atomic_write_text, exists, join, open_fs, read_bytes, read_text
+from tasks.code_version import code_version
 from tasks.evaluate import metrics
 from tasks.evaluate.embed import ClipModel, embed_images, embed_texts, resolve_device
 from tasks.evaluate.index import index_manifest, index_name, write_index
@@ -37,7 +42,9 @@ from tasks.evaluate.zeroshot import GroundTruth, load_ground_truth, zeroshot_sco
 log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
-EVAL_FORMAT = 1
+EVAL_FORMAT = 1  # bump for a change to reports from outside EVAL_CODE (a dependency, say)
+# The code whose edits change a report: its version is part of the manifest's config.
+EVAL_CODE = ("tasks.evaluate", "schemas.evaluate", "schemas.vocabulary")
 MANIFEST_FILE = "manifest.json"
 MAX_AUTO_VARIANTS = 6
 _COLUMNS = ["obsid", "obs_id", "proposal_id", "title", "target", "instrument", "image_sha256",
@@ -99,8 +106,8 @@ def plan_evaluation(params: EvaluateParams) -> EvaluationPlan:
     inputs = {"dataset": dataset.manifest.digest, **{f"model:{n}": s for n, s in sorted(shas.items())}}
     if truth_sha:
         inputs["ground_truth"] = truth_sha
-    config = {**params.cache_config(), "format": EVAL_FORMAT, "resolved_run": run.name,
-              "dataset_version": dataset.version, "caption_source": caption_source}
+    config = {**params.cache_config(), "format": EVAL_FORMAT, "code": code_version(*EVAL_CODE),
+              "resolved_run": run.name, "dataset_version": dataset.version, "caption_source": caption_source}
     return EvaluationPlan(run=run, dataset_version=dataset.version, dataset_digest=dataset.manifest.digest,
                           caption_source=caption_source, models=models, shas=shas, ground_truth_sha256=truth_sha,
                           report_dir=join(DataLayout(params.data).reports, run.name), inputs=inputs, config=config)
@@ -264,6 +271,26 @@ def _cached(params: EvaluateParams, plan: EvaluationPlan) -> StageResult | None:
     return _result(params, plan, manifest, cached=True)
 
 
+def report_digest(report_dir: str) -> str | None:
+    """The digest of the manifest now beside the report in `report_dir`: whose report it is.
+
+    None when there is none (never finished, or a newer evaluation under way or killed) or it is
+    damaged: then the report there belongs to no configuration.
+    """
+    url = join(report_dir, MANIFEST_FILE)
+    try:
+        return Manifest.from_json(read_text(url)).digest if exists(url) else None
+    except ValueError:  # InputError (tampered) or bad JSON
+        return None
+
+
+def _forget_manifest(report_dir: str) -> None:
+    """Delete the report's manifest: the files about to be replaced no longer match it."""
+    fs, path = open_fs(join(report_dir, MANIFEST_FILE))
+    if fs.exists(path):
+        fs.rm(path)
+
+
 def _result(params: EvaluateParams, plan: EvaluationPlan, manifest: Manifest, cached: bool) -> StageResult:
     outputs = {"report": join(plan.report_dir, "report.json"), "report_md": join(plan.report_dir, "report.md"),
                "report_dir": plan.report_dir, "run_name": plan.run.name}
@@ -307,6 +334,9 @@ def run_evaluate(params: EvaluateParams, *, progress: Progress | None = None,
             "n_proposals": len(set(held.proposal_ids)), "skipped_no_caption": held.skipped_no_caption,
             "ground_truth": bool(truth), "index": index, "seconds": round(time.perf_counter() - started, 2)}
     images = dict(zip(held.obsids, held.images, strict=True))
+    # From here until the new manifest is written, the files are a mix of the old report and the
+    # new one: without a manifest, no configuration takes them for its own.
+    _forget_manifest(plan.report_dir)
     write_report(plan.report_dir, evaluations, meta, images)
     ft = evaluations["finetuned"].summary()
     stats = {"n_items": len(held), "finetuned_i2t_top10pct": ft["i2t_top10pct"],

@@ -68,3 +68,22 @@ def test_flow_reevaluates_when_the_report_was_deleted(data_root):
     index = Path(again.outputs["index"])
     shutil.rmtree(index) if index.is_dir() else index.unlink()
     assert Path(evaluate(params).outputs["index"]).exists()
+
+
+def test_flow_returns_each_configurations_own_report_when_they_alternate(data_root):
+    # reports/<run>/ holds one report: after heldout, test, heldout, the Prefect cache record of the
+    # first heldout run names files that the test run has since replaced.
+    from flows.evaluate import evaluate
+
+    heldout = EvaluateParams(data=data_root, run="colors", split="heldout", build_index=False, device="cpu")
+    test = heldout.model_copy(update={"split": "test"})
+    seen, states = [], []
+    for params in (heldout, test, heldout, heldout):
+        state = evaluate(params, return_state=True)
+        result = state.result()
+        report = json.loads(Path(result.outputs["report"]).read_text())
+        seen.append((report["split"], report["n_items"], result.stats["n_items"]))
+        states.append(sorted(_task_states(state.state_details.flow_run_id)))
+    assert seen == [("heldout", 72, 72), ("test", 60, 60), ("heldout", 72, 72), ("heldout", 72, 72)]
+    # The third run's cache hit is refused and the work done again; the fourth's stands.
+    assert states == [["Completed"], ["Completed"], ["Cached", "Completed"], ["Cached"]]

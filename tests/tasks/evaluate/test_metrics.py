@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -157,18 +160,26 @@ def test_bad_shapes_are_refused():
         metrics.partner_ranks(np.zeros((3, 3)), groups=[1, 2])
 
 
+def _expected_hit(greater: int, tied: int, correct: int, k: int) -> float:
+    """Exact integer math: the tied block (tied wrong + `correct` true candidates, in random order)
+    starts at rank greater + 1; the query misses only if its first m places inside k are all wrong."""
+    m = min(max(k - greater, 0), tied + correct)
+    return float(1 - Fraction(math.comb(tied, m), math.comb(tied + correct, m)))
+
+
 def _reference_curve(sim: np.ndarray, groups: np.ndarray, fractions: list[int]) -> tuple[list[float], float]:
-    """The definition, query by query: best true partner, wrong candidates above and level with it."""
+    """The definition, query by query: best true partner, wrong candidates above and level with it,
+    true partners level with it."""
     n = len(sim)
-    greater, tied = [], []
+    ranks = []
     for i in range(n):
         best = max(sim[i, j] for j in range(n) if groups[j] == groups[i])
         wrong = [sim[i, j] for j in range(n) if groups[j] != groups[i]]
-        greater.append(sum(s > best for s in wrong))
-        tied.append(sum(s == best for s in wrong))
+        correct = sum(sim[i, j] == best for j in range(n) if groups[j] == groups[i])
+        ranks.append((sum(s > best for s in wrong), sum(s == best for s in wrong), correct))
 
     def rate(k: int) -> float:
-        return sum(min(1.0, max(0.0, (k - g) / (t + 1))) for g, t in zip(greater, tied, strict=True)) / n
+        return sum(_expected_hit(g, t, c, k) for g, t, c in ranks) / n
 
     return [rate(max(1, f * n // 100)) for f in fractions], rate(1)
 
@@ -229,8 +240,9 @@ def test_exact_item_ranks_without_groups_equal_the_identity_grouping():
     rng = np.random.default_rng(12)
     sim = np.round(rng.normal(size=(30, 30)), 1)  # rounded: ties
     sim[3, :] = np.nan  # a broken query: no hit, no tie, either way
-    assert all(np.array_equal(a, b) for a, b in zip(metrics.partner_ranks(sim), metrics.partner_ranks(sim, np.arange(30)),
-                                                    strict=True))
+    greater, tied, correct = metrics.partner_ranks(sim, np.arange(30))
+    assert all(np.array_equal(a, b) for a, b in zip(metrics.partner_ranks(sim), (greater, tied), strict=True))
+    assert np.all(correct == 1)  # one true partner each, the NaN query's included
 
 
 def test_inbatch_batches_are_full_batches_of_the_order_or_one_small_batch():
@@ -239,3 +251,90 @@ def test_inbatch_batches_are_full_batches_of_the_order_or_one_small_batch():
     assert [list(b) for b in batches] == [list(order[:100]), list(order[100:200])]
     assert [list(b) for b in metrics.inbatch_batches(np.arange(30), 100)] == [list(range(30))]
     assert metrics.inbatch_batches(np.arange(0), 100) == []
+
+
+def test_several_true_partners_tied_with_wrong_ones_count_as_a_random_order():
+    # Proposals A and B, three images each, one caption shared by both (a resubmission): for an
+    # image, all six captions tie, three of them its proposal's. Its first pick is right half the time.
+    images = np.random.default_rng(0).normal(size=(6, 8))
+    texts = np.ones((6, 8))
+    result = metrics.evaluate_retrieval(images, texts, ["A"] * 3 + ["B"] * 3, [16.0, 50.0])
+    assert result.i2t_proposal.top1 == pytest.approx(0.5, abs=1e-12)
+    assert result.i2t_proposal.at(50.0) == pytest.approx(1 - 1 / 20, abs=1e-12)  # 3 picks, all wrong: 1 in C(6, 3)
+    assert result.i2t.top1 == pytest.approx(1 / 6, abs=1e-12)  # exact item: one right caption among six
+    assert metrics.partner_ranks(images @ texts.T, ["A"] * 3 + ["B"] * 3)[2].tolist() == [3] * 6
+
+
+def _simulated_block_hit(greater: int, tied: int, correct: int, k: int, rng, trials: int = 20000) -> float:
+    """Monte Carlo: shuffle the tied block, count a hit when a true partner lands inside the cut-off."""
+    block = np.r_[np.zeros(tied, dtype=bool), np.ones(correct, dtype=bool)]
+    places = max(0, min(k - greater, len(block)))
+    orders = rng.permuted(np.tile(block, (trials, 1)), axis=1)
+    return float(orders[:, :places].any(axis=1).mean())
+
+
+@pytest.mark.parametrize(("greater", "tied", "correct", "k"), [
+    (0, 3, 3, 1), (0, 3, 3, 2), (1, 4, 2, 3), (2, 5, 3, 4), (0, 6, 1, 3), (3, 2, 1, 4), (0, 0, 4, 1),
+    (5, 3, 2, 5), (0, 7, 5, 6), (1, 2, 4, 5),
+])
+def test_tie_expectation_matches_a_monte_carlo_of_the_tied_block(greater, tied, correct, k):
+    simulated = _simulated_block_hit(greater, tied, correct, k, np.random.default_rng(greater * 100 + tied * 10 + k))
+    ours = metrics.hit_rate(np.array([greater]), np.array([tied]), k, np.array([correct]))
+    assert ours == pytest.approx(_expected_hit(greater, tied, correct, k), abs=1e-12)
+    assert ours == pytest.approx(simulated, abs=0.015)  # 20,000 trials: a standard error below 0.004
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_curves_on_a_tied_matrix_match_a_monte_carlo_of_random_tie_orders(seed):
+    # Scores in {0, 1, 2}: ties everywhere, between wrong and true partners alike.
+    rng = np.random.default_rng(seed)
+    n, trials = 9, 3000
+    sim = rng.integers(0, 3, size=(n, n)).astype(np.float64)
+    groups = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3])
+    same = groups[:, None] == groups[None, :]
+    hits = np.zeros(n)  # per cut-off k = 1 .. n
+    for _ in range(trials):
+        order = np.lexsort((rng.random((n, n)), -sim), axis=1)  # by score, ties in random order
+        hits += np.cumsum(same[np.arange(n)[:, None], order], axis=1).astype(bool).mean(axis=0)
+    greater, tied, correct = metrics.partner_ranks(sim, groups)
+    ours = np.array([metrics.hit_rate(greater, tied, k, correct) for k in range(1, n + 1)])
+    np.testing.assert_allclose(ours, hits / trials, atol=0.02)  # 27,000 query draws per cut-off
+    exact_item = [metrics.hit_rate(*metrics.partner_ranks(sim), k) for k in range(1, n + 1)]
+    identity = np.arange(n)
+    hits[:] = 0
+    for _ in range(trials):
+        order = np.lexsort((rng.random((n, n)), -sim), axis=1)
+        hits += np.cumsum(order == identity[:, None], axis=1).astype(bool).mean(axis=0)
+    np.testing.assert_allclose(exact_item, hits / trials, atol=0.02)
+
+
+def test_one_true_partner_keeps_the_single_item_formula_bit_for_bit():
+    rng = np.random.default_rng(5)
+    n = 80
+    images = rng.normal(size=(n, 16)).astype(np.float32)
+    texts = (images + rng.normal(size=(n, 16))).astype(np.float32)
+    texts[1::2] = texts[::2]  # shared captions: exact ties
+    images[7] = np.nan  # a broken embedding: hit 1 without a tie, as ever
+    groups = rng.integers(0, 20, size=n)
+    result = metrics.evaluate_retrieval(images, texts, groups)
+    for curve, (queries, candidates) in ((result.i2t, (images, texts)), (result.t2i, (texts, images))):
+        greater, tied = metrics.partner_ranks_embeddings(queries, candidates)
+        single = [float(np.clip((k - greater) / (tied + 1.0), 0.0, 1.0).mean())
+                  for k in [1] + [metrics.cutoff(f, n) for f in curve.fractions_pct]]
+        assert [curve.top1, *curve.accuracy] == single  # equal, not approximately
+        for k in (1, 5, 40):
+            assert metrics.hit_rate(greater, tied, k, np.ones(n, dtype=np.int64)) == metrics.hit_rate(greater, tied, k)
+    greater, tied, correct = metrics.partner_ranks_embeddings(images, texts, groups)
+    assert (greater[7], tied[7], correct[7]) == (0, 0, 1)
+    assert metrics.hit_rate(greater[7:8], tied[7:8], 1, correct[7:8]) == 1.0
+
+
+@pytest.mark.parametrize(("greater", "tied", "correct", "k"), [
+    (100, 25000, 7, 101), (100, 25000, 7, 3000), (0, 30000, 20, 300), (0, 30000, 20, 29990),
+    (10, 12, 20000, 11), (0, 15000, 15000, 2),
+])
+def test_tie_expectation_stays_accurate_for_large_blocks(greater, tied, correct, k):
+    # Log-factorials of numbers near N differ in their last bits: about 1e-16 * log(N!), i.e.
+    # 5e-11 at N = 30,000, far below anything a report shows.
+    ours = metrics.hit_rate(np.array([greater]), np.array([tied]), k, np.array([correct]))
+    assert ours == pytest.approx(_expected_hit(greater, tied, correct, k), abs=1e-9)

@@ -4,13 +4,14 @@ report keys, the quality verdict, the search index, caching, and clear errors fo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from schemas.errors import InputError
 from schemas.evaluate import EvaluateParams
-from tasks.evaluate import open_index, plan_evaluation, run_evaluate
+from tasks.evaluate import open_index, plan_evaluation, report_digest, run_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,18 @@ def test_unchanged_inputs_are_cached(evaluated):
     assert again.cached and again.digest == first.digest
 
 
+def test_an_edit_to_the_evaluation_code_invalidates_the_report(evaluated, monkeypatch):
+    from tasks.code_version import code_version
+    from tasks.evaluate import stage
+
+    params, first = evaluated
+    plan = plan_evaluation(params)
+    assert plan.config["code"] == code_version(*stage.EVAL_CODE)
+    assert stage._cached(params, plan).digest == first.digest
+    monkeypatch.setattr(stage, "code_version", lambda *modules: "0" * 64)  # the hash of an edited tree
+    assert stage._cached(params, plan_evaluation(params)) is None
+
+
 def test_cache_key_follows_the_checkpoint_and_ground_truth(evaluated, trained_data):
     params, _ = evaluated
     plan = plan_evaluation(params)
@@ -94,3 +107,37 @@ def test_bad_inputs_fail_with_a_clear_error(trained_data, tmp_path):
 
     with pytest.raises(InputError, match="not JSON"):
         load_ground_truth(str(bad))
+
+
+@pytest.fixture
+def fresh_data(trained_data, tmp_path) -> str:
+    """The trained data root without reports: tests that overwrite reports leave the others' alone."""
+    copy = tmp_path / "data"
+    shutil.copytree(trained_data["data"], copy, ignore=shutil.ignore_patterns("reports", "index", "state"))
+    return str(copy)
+
+
+def test_a_report_killed_before_its_manifest_is_never_taken_for_another_configuration(fresh_data, monkeypatch):
+    from tasks.evaluate import stage
+
+    heldout = EvaluateParams(data=fresh_data, run="colors", split="heldout", build_index=False, device="cpu")
+    first = run_evaluate(heldout)
+    write = stage.atomic_write_text
+
+    def killed_at_the_manifest(url: str, text: str) -> None:
+        if url.endswith("/manifest.json"):
+            raise KeyboardInterrupt("killed")
+        write(url, text)
+
+    monkeypatch.setattr(stage, "atomic_write_text", killed_at_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluate(heldout.model_copy(update={"split": "test"}))  # its report.json written, no manifest
+    monkeypatch.undo()
+    report_dir = first.outputs["report_dir"]
+    assert json.loads(Path(first.outputs["report"]).read_text())["split"] == "test"
+    assert report_digest(report_dir) is None  # heldout's manifest went before test's report came
+
+    again = run_evaluate(heldout)
+    report = json.loads(Path(again.outputs["report"]).read_text())
+    assert not again.cached and again.digest == first.digest == report_digest(report_dir)
+    assert report["split"] == "heldout" and report["n_items"] == again.stats["n_items"] == (4 + 20) * 3
