@@ -97,9 +97,10 @@ class _StageRunner:
         state = task_(**call, return_state=True)
         result: StageResult = state.result()
         hit = state.name == "Cached"
-        if hit and not outputs_still_present(result, self.root):
-            # The record outlived its files (data deleted or moved): run the stage for real.
-            get_run_logger().warning("%s: cached result names missing outputs; running it again", stage)
+        if hit and not (outputs_still_present(result, self.root) and _still_its_report(stage, result)):
+            # The record outlived its files (data deleted or moved), or another evaluation has
+            # replaced its report since: run the stage for real.
+            get_run_logger().warning("%s: cached result names missing or replaced outputs; running it again", stage)
             options["refresh_cache"] = True
             state = run_stage.with_options(name=stage, task_run_name=stage, **options)(**call, return_state=True)
             result, hit = state.result(), False
@@ -109,6 +110,16 @@ class _StageRunner:
         self.results[stage] = result
         self.seconds[stage] = round(time.perf_counter() - started, 3)
         return result
+
+
+def _still_its_report(stage: str, result: StageResult) -> bool:
+    """reports/<run>/ holds the last evaluation of a run, whatever its config: a cached evaluate
+    result is good only while the manifest there is still its own."""
+    if stage != "evaluate" or "report_dir" not in result.outputs:
+        return True
+    from tasks.evaluate import report_digest
+
+    return report_digest(result.outputs["report_dir"]) == result.digest
 
 
 def run_pipeline(params: PipelineParams, *, root: str | None = None, version: str = "",

@@ -116,6 +116,21 @@ def test_evaluation_reruns_when_its_ground_truth_file_changes_in_place(first_run
     assert "evaluate" not in again.cache_hits and {"ingest", "summarize", "dataset", "train"} <= set(again.cache_hits)
 
 
+def test_a_cached_evaluation_whose_report_another_config_replaced_runs_again(first_run, archive_server, demo_sky):
+    from flows.pipeline import _with_root, evaluate_inputs
+    from tasks.evaluate import run_evaluate
+
+    params, first = first_run
+    stages = first.stages
+    ours = _with_root(params.evaluate, first.root, **evaluate_inputs(
+        params.evaluate, stages["dataset"], stages["train"], stages["train_control"]))
+    run_evaluate(ours.model_copy(update={"split": "test"}))  # reports/<run>/ now holds the test split's
+    with archive_configured(archive_server, demo_sky):
+        again = pipeline(params)
+    assert "evaluate" not in again.cache_hits
+    assert json.loads(Path(again.report).read_text())["split"] == params.evaluate.split
+
+
 def _flaky(module_name: str, attribute: str, error: Exception, monkeypatch, failures: int = 1) -> list[int]:
     """Replace a stage's flow with one that raises `error` `failures` times, then runs the real one."""
     module = importlib.import_module(module_name)
