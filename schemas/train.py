@@ -128,9 +128,20 @@ class TrainConfig(BaseModel):
     def hashed_fields(self) -> dict:
         """The fields that change the trained weights: the run-name hash and stage cache key.
 
-        Left out: how often to log/validate/checkpoint, the device, where JPEGs are decoded, the
-        worker count, compilation and CUDA graphs: none changes what is learned beyond rounding.
+        Left out: how often to log/validate/checkpoint, the device, where JPEGs are decoded,
+        compilation and CUDA graphs: none changes what is learned beyond rounding.
+
+        The worker count is in, as `loader_workers`: the loader lays each epoch out per worker
+        (tasks/dataset/loader.py), so it decides which rows share a batch (each worker streams its
+        own slice of the rank's rows through its own shuffle buffer, and batches alternate between
+        workers) and the random crops, symmetries and abstract caption windows, which are seeded
+        per (seed, epoch, rank, worker, batch). workers=0 and workers=1 are the same single layout,
+        hence max(1, workers). (The DDP world size splits rows the same way but is not a config
+        field: a run resumed on another world size keeps its name, and its loader restarts the
+        interrupted epoch.)
         """
         skip = {"checkpoint_every", "keep_checkpoints", "val_every", "log_every", "device", "workers",
                 "compile_mode", "cuda_graphs", "decode_device"}
-        return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
+        fields = {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
+        fields["loader_workers"] = max(1, self.workers)
+        return fields

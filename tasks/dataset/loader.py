@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from pydantic import ValidationError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from schemas.dataset import LoaderParams
-from schemas.errors import InputError
+from schemas.errors import InputError, validation_reasons
 from storage.fs import open_fs
 from tasks.dataset.augment import DecodedCache, augment_batch, draw_params
 from tasks.dataset.batch import Batch
@@ -266,7 +267,8 @@ class ShardLoader:
     """Iterate for one epoch of batches; iterating again continues with the next epoch.
 
     `state_dict()` after any batch and `load_state_dict()` in a fresh process resume with the
-    next batch. Resuming needs the same seed, world size and worker count.
+    next batch. Resuming there needs the same seed, world size, worker count and batch size; a
+    state saved under another layout restarts the interrupted epoch from its first batch.
     """
 
     def __init__(self, dataset: ShardDataset, version: str = ""):
@@ -290,7 +292,7 @@ class ShardLoader:
         return {"epoch": self.epoch, "position": self.position, "seed": self.params.seed,
                 "world_size": self.dataset.world_size, "rank": self.dataset.rank,
                 "num_workers": self.params.num_workers, "batch_size": self.params.batch_size,
-                "split": self.params.split, "version": self.version}
+                "split": self.params.split, "version": self.version, "epoch_batches": len(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         layout = ("seed", "world_size", "num_workers", "batch_size", "split")
@@ -301,9 +303,13 @@ class ShardLoader:
         self.epoch = int(state["epoch"])
         if changed:
             # The epoch's layout depends on these: the saved position means nothing under new ones.
-            log.warning("loader state was saved with %s; restarting at epoch %d from its first batch "
-                        "instead of batch %d", changed, self.epoch + 1, state["position"])
-            self.epoch, self.position = self.epoch + 1, 0
+            # Restarting the interrupted epoch (rather than going on to the next) never skips its
+            # unseen rows; the ones seen before the interruption come round once more. A state
+            # saved after an epoch's last batch interrupted nothing: the next epoch starts.
+            ended = "epoch_batches" in state and int(state["position"]) >= int(state["epoch_batches"])
+            self.epoch, self.position = self.epoch + int(ended), 0
+            log.warning("loader state was saved with %s; starting epoch %d from its first batch "
+                        "instead of epoch %d batch %d", changed, self.epoch, int(state["epoch"]), state["position"])
         else:
             self.position = int(state["position"])
 
@@ -370,10 +376,13 @@ def make_loader(version: DatasetVersion, split: str = "train", tokenizer: Any = 
     caption_source, seed, num_workers, ...). rank/world_size default to torch.distributed's.
     tokenizer: e.g. open_clip.get_tokenizer("ViT-B-16"); None yields batches without tokens.
     """
-    if params is None:
-        params = LoaderParams(split=split, **options)
-    elif options:
-        params = params.model_copy(update=options)
+    try:
+        if params is None:
+            params = LoaderParams(split=split, **options)
+        elif options:
+            params = params.model_copy(update=options)
+    except ValidationError as err:
+        raise InputError(f"loader options: {validation_reasons(err)}") from None
     default_rank, default_world = _distributed()
     rank = default_rank if rank is None else rank
     world_size = default_world if world_size is None else world_size

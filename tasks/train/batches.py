@@ -69,6 +69,10 @@ class BatchStream:
             self.source.load_state_dict(state["source"])
             self._skip = 0
             self._source_restored = True  # the source resumes mid-epoch by itself
+            # ...and may not resume where it was saved (ShardLoader restarts the epoch under another
+            # layout): count from where it really is, or the stream's next epoch would replay one.
+            self.epoch = int(getattr(self.source, "epoch", self.epoch))
+            self.index = int(getattr(self.source, "position", self.index))
         else:
             self._skip = self.index  # replay the epoch's order and drop what was already used
 

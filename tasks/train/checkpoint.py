@@ -4,10 +4,10 @@ A checkpoint file is one `torch.save` dict written through storage.fs (temporary
 rename), so a run killed mid-write keeps its previous checkpoint. It holds:
 
 - `state_dict`: the open_clip CLIP weights, without DDP/compile prefixes. open_clip's loader reads
-  this key, so `open_clip.create_model_and_transforms(name, pretrained="step_400.pt")` works on
-  any training checkpoint.
+  this key, so `open_clip.create_model_and_transforms(name, pretrained="step_400.pt", **kwargs)`
+  works on any training checkpoint (kwargs: the run's model.json `open_clip_kwargs`, see export.py).
 - `head_state_dict`: the MLP head's weights (HeadedCLIP only; open_clip ignores it).
-- `optimizer`, `scheduler`, `step`, `rng` (python, numpy, torch CPU and CUDA generators),
+- `optimizer`, `scheduler`, `step`, `rng` (python, numpy, torch CPU and this process's GPU generators),
   `loader` (the batch source's position) and `best` (best validation metric so far): everything
   an interrupted run needs to continue as if it had not stopped.
 
@@ -49,7 +49,9 @@ def capture_rng() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's own GPU only: a list of every visible GPU's state could not be restored on a
+        # machine with fewer GPUs, and a process only ever draws from its current device.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -59,7 +61,24 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        _restore_cuda_rng(state["cuda"])
+
+
+def _restore_cuda_rng(saved: torch.Tensor | list[torch.Tensor]) -> None:
+    """The current GPU's generator from a checkpoint's CUDA state.
+
+    Older checkpoints hold a list with one state per GPU of the saving machine (indexed by device):
+    take the current device's entry, and skip it when the saving machine had fewer GPUs.
+    """
+    if isinstance(saved, torch.Tensor):
+        torch.cuda.set_rng_state(saved)
+        return
+    device = torch.cuda.current_device()
+    if device < len(saved):
+        torch.cuda.set_rng_state(saved[device])
+    else:
+        log.warning("checkpoint holds CUDA RNG states of %d GPUs, none for cuda:%d: that generator is not restored",
+                    len(saved), device)
 
 
 def _tuplify(value: Any) -> Any:
@@ -138,12 +157,38 @@ def restore_model(model: nn.Module, payload: dict[str, Any], *, source: str = "c
         raise InputError(f"{source} does not fit the model: {str(err).strip().splitlines()[0][:300]}") from None
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict`, keeping every tensor hyperparameter (the lr) the same tensor.
+
+    load_state_dict replaces each group's values with the checkpoint's, which `load_checkpoint`
+    reads onto the CPU. With CUDA graphs the lr is a device tensor that the scheduler updates in
+    place and the captured graph reads by address; fused AdamW would instead read a CPU lr once, as
+    a number, and the graph captured after a resume would train at that frozen rate while the
+    logged lr moved on. So each tensor that was there before takes the loaded value in place and
+    goes back into its group.
+    """
+    before = [{key: value for key, value in group.items() if isinstance(value, torch.Tensor)}
+              for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, tensors in zip(optimizer.param_groups, before, strict=True):
+        for key, original in tensors.items():
+            if key not in group:
+                continue
+            loaded = group[key]
+            with torch.no_grad():
+                if isinstance(loaded, torch.Tensor):
+                    original.copy_(loaded)
+                else:  # saved by a run whose lr was a number (no CUDA graphs)
+                    original.fill_(loaded)
+            group[key] = original
+
+
 def restore_training_state(payload: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: Any, source: str = "checkpoint") -> int:
     """Model, optimizer, scheduler and RNG from a checkpoint; returns the step to continue from."""
     restore_model(model, payload, source=source)
     try:
-        optimizer.load_state_dict(payload["optimizer"])
+        load_optimizer_state(optimizer, payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise InputError(f"{source}: optimizer/scheduler state does not fit this config: {err}") from None

@@ -4,7 +4,8 @@ At small batches (the paper's 32) a ViT-B/16 step is bound by kernel launches, n
 hundreds of small kernels for forward, backward and the optimizer. Capturing them once and
 replaying the graph each step removes the launch overhead. Requirements, all met here:
 static input buffers (each batch is copied into them), a capturable AdamW whose learning rate
-is a device tensor (the scheduler updates it in place, so the graph sees the schedule), autocast
+is a device tensor (the scheduler updates it in place, so the graph sees the schedule; a resume
+loads into that same tensor, checkpoint.load_optimizer_state), autocast
 without its weight cache, and no host synchronisation inside the step.
 
 Capture needs a few warm-up steps; they run on the first batch and would change the weights, so

@@ -1,8 +1,9 @@
 """The training stage's view of a dataset version: checked up front, then streamed as batches.
 
 Everything about shards, augmentation, captions and tokenization is tasks/dataset's; this
-module only opens the version, refuses one without training pairs before any model is built,
-and asks the dataset's loader for the batches the config implies (rank-aware under DDP).
+module only opens the version, refuses one without training pairs, or a batch or crop its train
+split cannot serve, before any model is built, and asks the dataset's loader for the batches
+the config implies (rank-aware under DDP).
 
 Validation runs many times per run (40 in the paper preset) over the same pairs, and its batches
 are deterministic: evaluation order, centre crop, captions drawn from the seed and the batch's
@@ -39,6 +40,33 @@ class TrainingData:
     digest: str  # the dataset manifest's digest: this stage's input cache key
     counts: dict[str, int]
     dataset: Any  # tasks.dataset DatasetVersion
+
+    def verify(self) -> None:
+        """Check every shard against the manifest (reads them all: only for a run that will train)."""
+        self.dataset.verify()
+
+    def check_fit(self, cfg: TrainConfig, *, world_size: int, image_size: int | None) -> None:
+        """InputError naming the setting when the train split cannot serve the config's batches.
+
+        The loader finds the same problems, but only once the model is built and the run
+        directory written. `image_size` is the model's crop side (None: not known yet, unchecked).
+        """
+        if cfg.batch_size % world_size:
+            raise InputError(f"batch_size {cfg.batch_size} does not split evenly over {world_size} ranks")
+        train = self.counts["train"]
+        if train // world_size < cfg.batch_size // world_size:
+            over = f" over {world_size} ranks" if world_size > 1 else ""
+            raise InputError(f"batch_size {cfg.batch_size} is larger than the train split of dataset "
+                             f"{self.version} ({train} pairs{over})")
+        if image_size is None:
+            return
+        if cfg.resize_to is not None and image_size > cfg.resize_to:
+            raise InputError(f"image_size {image_size} (model {cfg.model}) is larger than resize_to {cfg.resize_to}: "
+                             "the crop must fit in the resized image")
+        stored = int(self.dataset.config.get("image_size", 512))
+        if cfg.resize_to is None and image_size > stored:
+            raise InputError(f"image_size {image_size} (model {cfg.model}) is larger than dataset {self.version}'s "
+                             f"stored images ({stored} px): set resize_to to upscale them")
 
     def train_batches(self, cfg: TrainConfig, tokenizer: Any, image_size: int, *, rank: int = 0,
                       world_size: int = 1, pin_memory: bool = False) -> Iterable[Batch]:
@@ -140,11 +168,15 @@ def _held_bytes(value: Any) -> int:
     return 0
 
 
-def open_training_data(data: str, version: str) -> TrainingData:
-    """Open a dataset version for training; InputError if it is missing or has no train split."""
+def open_training_data(data: str, version: str, *, verify: bool = True) -> TrainingData:
+    """Open a dataset version for training; InputError if it is missing or has no train split.
+
+    verify=False skips hashing the shards (the manifest's digest is the cache key, so a finished
+    run is found without reading them); call `TrainingData.verify()` before training on them.
+    """
     from tasks.dataset import open_dataset  # here, not at import: tasks.train loads without the data stack
 
-    dataset = open_dataset(data, version, verify=True)  # shards are checked against the manifest
+    dataset = open_dataset(data, version, verify=verify)
     counts = {split: dataset.count(split) for split in ("train", "val", "test")}
     if counts["train"] == 0:
         raise InputError(f"dataset version {dataset.version} has no train split (counts: {counts})")

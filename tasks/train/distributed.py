@@ -48,9 +48,14 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def planned_world_size() -> int:
+    """The number of processes torchrun started (1 without torchrun), known before joining them."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_choice: str = "auto") -> DistInfo:
     """Join the torchrun process group if there is one (nccl on GPUs, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = planned_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_choice, local_rank)

@@ -9,9 +9,15 @@ cannot be downloaded):
     head.pt                       MLP head weights (frozen-head variant only)
     model.json                    model name, loss, head, checkpoint sha256, step, dataset version
 
-So both `open_clip.create_model_and_transforms(name, pretrained=".../open_clip_pytorch_model.bin")`
-and `open_clip.create_model_and_transforms("local-dir:.../final")` rebuild the CLIP; `load_trained`
-does that plus the head and WiSE-FT interpolation.
+`open_clip.create_model_and_transforms("local-dir:.../final")` rebuilds the CLIP as trained (config,
+weights, preprocessing). By name, `open_clip.create_model_and_transforms(name,
+pretrained=".../open_clip_pytorch_model.bin", **model.json["open_clip_kwargs"])` builds the same
+network and weights (with open_clip's default preprocessing for the name): the kwargs are what the
+named config lacks (SigLIP's `init_logit_bias`, without which the checkpoint's
+logit_bias has nowhere to go; `force_image_size` for a run with its own image size, without which
+open_clip resizes the position embeddings to the named size and builds another model). They are
+null for a `local-dir:`/`hf-hub:` model, where open_clip ignores `pretrained=`. `load_trained`
+does all this plus the head and WiSE-FT interpolation.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import io
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +91,27 @@ def write_model(directory: str, model: nn.Module, *, model_name: str, model_cfg:
     atomic_write_bytes(join(directory, CONFIG_FILE), json.dumps(config, indent=2).encode())
     sha = digest.hexdigest()
     info = {**meta, "model": model_name, "checkpoint_sha256": sha, "head": bool(head),
-            "head_hidden": _head_hidden(head), "weights": WEIGHTS_FILE}
+            "head_hidden": _head_hidden(head), "weights": WEIGHTS_FILE,
+            "open_clip_kwargs": open_clip_kwargs(model_name, model_cfg)}
     # Written last: a folder without model.json is an export that did not finish.
     atomic_write_bytes(join(directory, META_FILE), json.dumps(info, indent=2, sort_keys=True).encode())
     return ExportedModel(checkpoint_sha256=sha, weights_sha256=weights_sha, weights_bytes=len(weights))
+
+
+def open_clip_kwargs(model_name: str, model_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """What `open_clip.create_model_and_transforms(model_name, pretrained=<weights file>, **kwargs)`
+    needs to rebuild the model `model_cfg` describes, beyond the named config; None for a
+    `local-dir:`/`hf-hub:` name, whose weights open_clip always takes from that source."""
+    if model_name.startswith(("local-dir:", "hf-hub:")):
+        return None
+    kwargs: dict[str, Any] = {}
+    if model_cfg.get("init_logit_bias") is not None:
+        kwargs["init_logit_bias"] = model_cfg["init_logit_bias"]
+    size = model_cfg.get("vision_cfg", {}).get("image_size")
+    named = open_clip.get_model_config(model_name) or {}
+    if size is not None and size != named.get("vision_cfg", {}).get("image_size"):
+        kwargs["force_image_size"] = size
+    return kwargs
 
 
 def _head_hidden(head: dict[str, torch.Tensor]) -> int | None:
@@ -117,17 +142,21 @@ def _model_dir(run_or_model_dir: str, which: str) -> str:
     return directory
 
 
-def _local_dir(directory: str) -> Path:
-    """A local folder holding the model files (remote data roots are copied to a temp dir)."""
+@contextmanager
+def _local_dir(directory: str) -> Iterator[Path]:
+    """A local folder holding the model files: the folder itself on a local root; on a remote one,
+    a temporary copy, removed on leaving (everything is in memory by then)."""
     fs, path = open_fs(directory)
     if isinstance(fs, LocalFileSystem):
-        return Path(path)
-    local = Path(tempfile.mkdtemp(prefix="hubbleclip-model-"))
-    for name in (WEIGHTS_FILE, CONFIG_FILE, HEAD_FILE, META_FILE):
-        url = join(directory, name)
-        if exists(url):
-            (local / name).write_bytes(read_bytes(url))
-    return local
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="hubbleclip-model-") as temporary:
+        local = Path(temporary)
+        for name in (WEIGHTS_FILE, CONFIG_FILE, HEAD_FILE, META_FILE):
+            url = join(directory, name)
+            if exists(url):
+                (local / name).write_bytes(read_bytes(url))
+        yield local
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -153,39 +182,35 @@ def load_trained(run_dir: str, *, which: str = "final", wise_ft_alpha: float | N
     register_project_models()
     directory = _model_dir(run_dir, which)
     info = json.loads(read_text(join(directory, META_FILE)))
-    local = _local_dir(directory)
-    _verify_weights(local, info, directory)
-    name = info["model"]
-    config = json.loads((local / CONFIG_FILE).read_text())
-    model_cfg = config["model_cfg"]
-    kwargs: dict[str, Any] = {}
-    if "init_logit_bias" in model_cfg:
-        kwargs["init_logit_bias"] = model_cfg["init_logit_bias"]
-    weights = str(local / WEIGHTS_FILE)
-    if name.startswith(("local-dir:", "hf-hub:")):
-        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{local}")
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{local}")
-    else:
-        image_size = model_cfg.get("vision_cfg", {}).get("image_size")
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=weights, force_image_size=image_size, **kwargs)
-        tokenizer = open_clip.get_tokenizer(name)
-    sha = info["checkpoint_sha256"]
-    if info.get("head"):
-        model = HeadedCLIP(model, int(info["head_hidden"]))
-        model.load_state_dict({**{f"base.{k}": v for k, v in model.base.state_dict().items()},
-                               **_read_state(local / HEAD_FILE)})
-    if wise_ft_alpha is not None:
-        base_dir = _model_dir(run_dir, "base") if directory != run_dir else None
-        if base_dir is None:
-            raise InputError("WiSE-FT needs the run directory (with base/ and final/), not a model folder")
-        base_local = _local_dir(base_dir)
-        base_state = _full_state(base_local)
-        ft_state = model.state_dict()
-        model.load_state_dict(interpolate_state_dicts(base_state, ft_state, wise_ft_alpha))
-        base_sha = json.loads(read_text(join(base_dir, META_FILE)))["checkpoint_sha256"]
-        sha = hashlib.sha256(f"wise-ft:{base_sha}:{sha}:{wise_ft_alpha}".encode()).hexdigest()
-        info = {**info, "wise_ft_alpha": wise_ft_alpha, "base_checkpoint_sha256": base_sha}
+    with ExitStack() as copies:
+        local = copies.enter_context(_local_dir(directory))
+        _verify_weights(local, info, directory)
+        name = info["model"]
+        config = json.loads((local / CONFIG_FILE).read_text())
+        model_cfg = config["model_cfg"]
+        weights = str(local / WEIGHTS_FILE)
+        if name.startswith(("local-dir:", "hf-hub:")):
+            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{local}")
+            tokenizer = open_clip.get_tokenizer(f"local-dir:{local}")
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=weights, **open_clip_kwargs(name, model_cfg))
+            tokenizer = open_clip.get_tokenizer(name)
+        sha = info["checkpoint_sha256"]
+        if info.get("head"):
+            model = HeadedCLIP(model, int(info["head_hidden"]))
+            model.load_state_dict({**{f"base.{k}": v for k, v in model.base.state_dict().items()},
+                                   **_read_state(local / HEAD_FILE)})
+        if wise_ft_alpha is not None:
+            base_dir = _model_dir(run_dir, "base") if directory != run_dir else None
+            if base_dir is None:
+                raise InputError("WiSE-FT needs the run directory (with base/ and final/), not a model folder")
+            base_state = _full_state(copies.enter_context(_local_dir(base_dir)))
+            ft_state = model.state_dict()
+            model.load_state_dict(interpolate_state_dicts(base_state, ft_state, wise_ft_alpha))
+            base_sha = json.loads(read_text(join(base_dir, META_FILE)))["checkpoint_sha256"]
+            sha = hashlib.sha256(f"wise-ft:{base_sha}:{sha}:{wise_ft_alpha}".encode()).hexdigest()
+            info = {**info, "wise_ft_alpha": wise_ft_alpha, "base_checkpoint_sha256": base_sha}
     model.to(device).eval()
     return TrainedModel(model, tokenizer, preprocess, sha, info)
 

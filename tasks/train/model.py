@@ -80,6 +80,27 @@ def check_pretrained(name: str, pretrained: str) -> None:
     )
 
 
+def planned_image_size(cfg: TrainConfig) -> int | None:
+    """The crop side the model will take, read from its config without building it.
+
+    None where only building it tells: an `hf-hub:` name (its config may need the network), a
+    config without a vision image size, an unreadable local-dir: config.
+    """
+    if cfg.image_size is not None:
+        return cfg.image_size
+    if cfg.model.startswith("hf-hub:"):
+        return None
+    register_project_models()
+    try:
+        config = open_clip.get_model_config(cfg.model) or {}
+    except (OSError, ValueError):
+        return None
+    size = config.get("vision_cfg", {}).get("image_size")
+    if isinstance(size, list | tuple):
+        size = size[0]
+    return int(size) if size else None
+
+
 def model_kwargs_for(cfg: TrainConfig) -> dict[str, Any]:
     """Constructor overrides the config implies (SigLIP needs a logit bias)."""
     kwargs: dict[str, Any] = {}
@@ -93,11 +114,13 @@ def model_kwargs_for(cfg: TrainConfig) -> dict[str, Any]:
 def effective_model_config(name: str, image_size: int | None = None, **model_kwargs: Any) -> dict[str, Any]:
     """The open_clip model config actually built: the named config plus overrides.
 
-    Saved as `open_clip_config.json` beside exported weights so `local-dir:` can rebuild it.
+    Saved as `open_clip_config.json` beside exported weights so `local-dir:` can rebuild it. For
+    `local-dir:` and `hf-hub:` names the base is that source's own open_clip_config.json (open_clip
+    reads it; a hub config needs the network or the hub cache, as building the model did).
     """
     register_project_models()
     base = open_clip.get_model_config(name)
-    if base is None:
+    if not base:
         raise InputError(f"unknown model name {name!r}")
     cfg = copy.deepcopy(base)
     if image_size is not None:
@@ -263,8 +286,7 @@ def create_clip(cfg: TrainConfig, device: torch.device | str = "cpu") -> Created
         raise InputError(f"checkpoint {cfg.pretrained!r} cannot be read: {type(err).__name__}: {err}") from err
 
     info: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
-    model_cfg = effective_model_config(cfg.model, cfg.image_size, **kwargs) if not cfg.model.startswith(
-        ("local-dir:", "hf-hub:")) else {}
+    model_cfg = effective_model_config(cfg.model, cfg.image_size, **kwargs)
     preprocess_cfg = dict(model.visual.preprocess_cfg)
     if cfg.fixed_temperature is not None:
         fix_temperature(model, cfg.fixed_temperature)

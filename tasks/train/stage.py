@@ -5,13 +5,17 @@
     runs/<run>/checkpoints/       step_N.pt (newest few), last.pt, best.pt: resumable, open_clip-loadable
     runs/<run>/base/              the model at step 0 (always evaluated beside the fine-tuned one)
     runs/<run>/final/             the trained model (open_clip formats; see export.py)
-    runs/<run>/manifest.json      written last: inputs (dataset digest), config, files; the cache key
+    runs/<run>/manifest.json      written last: inputs (dataset digest, local initial weights' sha256),
+                                  config, files; the cache key
 
-The run name is `<dataset version>-<preset>-<hash>`, the hash covering the dataset digest and
-the config fields that change the weights. An unchanged dataset and config find a finished
-manifest and return at once (cached); an interrupted run resumes from checkpoints/last.pt.
-Every input is checked (model name, pretrained tag or file, dataset and its train split, a
-resumable checkpoint's fit) before the model is trained.
+The run name is `<dataset version>-<preset>-<hash>`, the hash covering the dataset digest, the
+config fields that change the weights and the bytes of local initial weights (fingerprint.py).
+An unchanged dataset and config find a finished manifest whose final weights are intact and
+return at once (cached), without reading the shards; an interrupted run resumes from
+checkpoints/last.pt, and a run that starts from step 0 first clears what an earlier attempt under
+the same name left (run_dir.py). Every input is checked (model name, pretrained tag or file,
+dataset and its train split, the batch and crop against that split, a resumable checkpoint's fit)
+before a model is built or the run directory written.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -41,11 +46,19 @@ from tasks.train.checkpoint import (
     write_checkpoint,
 )
 from tasks.train.data import open_training_data
-from tasks.train.distributed import DistInfo, barrier, init_distributed
+from tasks.train.distributed import DistInfo, barrier, init_distributed, planned_world_size
 from tasks.train.export import META_FILE, WEIGHTS_FILE, export_model, write_model
+from tasks.train.fingerprint import weights_fingerprint
 from tasks.train.loop import FitState, Trainer, fit
-from tasks.train.model import check_model_name, check_pretrained, create_clip, get_tokenizer
+from tasks.train.model import (
+    check_model_name,
+    check_pretrained,
+    create_clip,
+    get_tokenizer,
+    planned_image_size,
+)
 from tasks.train.presets import resolve_config
+from tasks.train.run_dir import clear_stale_attempt, finished_run_problem
 from tasks.train.run_log import METRICS_FILE, MetricsLog
 
 log = logging.getLogger(__name__)
@@ -58,14 +71,16 @@ RUN_FORMAT = 1
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
 
-def config_hash(cfg: TrainConfig, dataset_digest: str) -> str:
-    blob = json.dumps({"format": RUN_FORMAT, "dataset": dataset_digest, "config": cfg.hashed_fields()},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def config_hash(cfg: TrainConfig, dataset_digest: str, weights: str | None = None) -> str:
+    """The run's identity: dataset, weight-changing config, and the local initial weights' bytes."""
+    key: dict[str, Any] = {"format": RUN_FORMAT, "dataset": dataset_digest, "config": cfg.hashed_fields()}
+    if weights is not None:  # absent for tags and random init: their runs keep the names they had
+        key["weights"] = weights
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def run_name_for(cfg: TrainConfig, dataset_version: str, dataset_digest: str) -> str:
-    return f"{dataset_version}-{cfg.preset}-{config_hash(cfg, dataset_digest)[:10]}"
+def run_name_for(cfg: TrainConfig, dataset_version: str, dataset_digest: str, weights: str | None = None) -> str:
+    return f"{dataset_version}-{cfg.preset}-{config_hash(cfg, dataset_digest, weights)[:10]}"
 
 
 def seed_everything(seed: int) -> None:
@@ -116,6 +131,10 @@ def _cached_result(run_dir: str, expected_inputs: dict[str, str], expected_confi
     manifest = Manifest.from_json(read_text(url))
     if manifest.inputs != expected_inputs or manifest.config != expected_config:
         return None
+    problem = finished_run_problem(run_dir, manifest)
+    if problem is not None:
+        log.warning("run %s has a manifest but %s: not cached, training (or exporting) again", run_dir, problem)
+        return None
     return _result(run_dir, manifest, cached=True)
 
 
@@ -128,28 +147,45 @@ def _result(run_dir: str, manifest: Manifest, cached: bool) -> StageResult:
     )
 
 
+def _take_last_logged(state: FitState, records: list[dict[str, Any]]) -> None:
+    """The final train loss and validation from the metrics log, for a run that trained no step here
+    (resumed at its last step to export final/ again): the stats then describe the run, not this call."""
+    train = [r for r in records if r.get("split") == "train" and r.get("step") == state.step]
+    val = [r for r in records if r.get("split") == "val" and r.get("step") == state.step]
+    if train:
+        state.last_loss = float(train[-1]["loss"])
+    if val and not state.last_val:
+        state.last_val = {k: v for k, v in val[-1].items() if k not in ("step", "split", "time")}
+
+
 def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> StageResult:
     """Train (or resume, or find already trained) the run the params describe."""
     cfg = resolve_config(params)
     # Cheap checks first, so a typo costs seconds, not a GPU allocation.
     check_model_name(cfg.model)
     check_pretrained(cfg.model, cfg.pretrained)
-    data = open_training_data(params.data, params.dataset_version)
-    run = params.run_name or run_name_for(cfg, data.version, data.digest)
+    data = open_training_data(params.data, params.dataset_version, verify=False)  # verified below, if it trains
+    weights = weights_fingerprint(cfg.model, cfg.pretrained)
+    key = config_hash(cfg, data.digest, weights)
+    run = params.run_name or run_name_for(cfg, data.version, data.digest, weights)
     run_dir = join(DataLayout(params.data).runs, run)
-    inputs = {"dataset": data.digest}
+    inputs = {"dataset": data.digest, **({"pretrained_weights": weights} if weights is not None else {})}
     hashed = {**cfg.hashed_fields(), "dataset_version": data.version}
     cached = _cached_result(run_dir, inputs, hashed)
     if cached is not None:
         log.info("run %s already finished with this dataset and config: nothing to train", run)
         return cached
 
+    # Before any model, process group or file: can the split serve the batch and crop at all?
+    # (An hf-hub: model's crop is known once built: checked again below.)
+    data.check_fit(cfg, world_size=planned_world_size(), image_size=planned_image_size(cfg))
+    data.verify()
     resume_payload = None
     last = join(run_dir, "checkpoints", "last.pt")
     if params.resume and exists(last):
         resume_payload = load_checkpoint(last)
         saved = resume_payload.get("meta", {}).get("config_hash")
-        if saved != config_hash(cfg, data.digest):
+        if saved != key:
             raise InputError(f"checkpoint {last} belongs to another config or dataset: "
                              "use another run_name or resume=False")
 
@@ -159,9 +195,12 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
     tokenizer = get_tokenizer(cfg.model)
     image_size = int(created.preprocess_cfg["size"][0] if isinstance(created.preprocess_cfg["size"], tuple | list)
                      else created.preprocess_cfg["size"])
-    meta = {"config_hash": config_hash(cfg, data.digest), "model": cfg.model, "run": run,
+    data.check_fit(cfg, world_size=dist.world_size, image_size=image_size)  # the sizes really built
+    meta = {"config_hash": key, "model": cfg.model, "run": run,
             "dataset_version": data.version, "dataset_digest": data.digest}
     if dist.is_main:
+        if resume_payload is None:
+            clear_stale_attempt(run_dir, key, MANIFEST_FILE)
         atomic_write_bytes(join(run_dir, CONFIG_FILE), json.dumps(
             {"config": cfg.model_dump(mode="json"), "dataset": {"version": data.version, "digest": data.digest,
                                                                  "counts": data.counts},
@@ -186,6 +225,7 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
         stream.load_state_dict(resume_payload.get("loader") or {})
         # Each rank drew its own RNG before the save; rank r re-seeds its data order from the loader state.
         log.info("resuming run %s at step %d of %d", run, state.step, cfg.steps)
+        resume_payload = None  # its weights and optimizer state (GBs for ViT-B-16) are copied in: free them
 
     metrics = MetricsLog(run_dir, resume_step=state.step, tensorboard=True, wandb=params.wandb, run_name=run,
                          config=cfg.model_dump(mode="json")) if dist.is_main else None
@@ -200,6 +240,8 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
     if not dist.is_main:
         return StageResult(stage=STAGE, digest="", outputs={"run_dir": run_dir}, stats={"rank": dist.rank})
 
+    if metrics is not None and not math.isfinite(state.last_loss):
+        _take_last_logged(state, metrics.records)
     final = write_model(join(run_dir, "final"), created.model, model_name=cfg.model, model_cfg=created.model_cfg,
                         preprocess_cfg=created.preprocess_cfg, meta={**meta, "step": state.step, "which": "final"})
     stats = {"steps": state.step, "final_train_loss": state.last_loss, "best_step": state.best_step,

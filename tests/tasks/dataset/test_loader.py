@@ -142,10 +142,17 @@ def test_the_decoded_image_cache_gives_the_same_batches(built, tokenizer):
     assert cached.dataset.decoded.images and uncached.dataset.decoded is None
 
 
-def test_a_state_from_another_layout_restarts_at_the_next_epoch(built):
+def test_a_state_from_another_layout_restarts_the_interrupted_epoch(built):
+    # docs/training.md and docs/dataset.md: the interrupted epoch starts again from its first batch
+    # (its unseen rows are not skipped); a state saved at an epoch's end goes on to the next epoch.
     loader = make(built, "train", batch_size=4, world_size=2, rank=0)
     loader.load_state_dict({**loader.state_dict(), "epoch": 3, "position": 2, "world_size": 4})
+    assert (loader.epoch, loader.position) == (3, 0)
+    saved = make(built, "train", batch_size=4, world_size=4, rank=0)
+    loader.load_state_dict({**saved.state_dict(), "epoch": 3, "position": len(saved)})
     assert (loader.epoch, loader.position) == (4, 0)
+    loader.load_state_dict({**saved.state_dict(), "epoch": 3, "position": 2})
+    assert (loader.epoch, loader.position) == (3, 0)
 
 
 def test_evaluation_is_the_stored_order_with_centre_crops(built):
@@ -177,6 +184,13 @@ def test_too_small_split_for_the_batch_is_a_clear_error(built):
         make(built, "val", batch_size=10_000, train=True).__len__()
     with pytest.raises(InputError, match="larger than the images"):
         make(built, "train", image_size=512)
+
+
+def test_bad_loader_options_are_an_input_error_naming_them(built):
+    with pytest.raises(InputError, match=r"^loader options: resize_to \(32\) is smaller than image_size \(64\)$"):
+        make(built, "train", resize_to=32)
+    with pytest.raises(InputError, match="batch_size: Input should be greater than or equal to 1"):
+        make(built, "train", batch_size=0)
 
 
 def test_layout_helpers():

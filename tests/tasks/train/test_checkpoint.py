@@ -121,3 +121,96 @@ def test_rng_state_round_trips():
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     restore_rng(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_a_tensor_lr_stays_the_same_tensor_through_a_save_and_restore(tmp_path):
+    # With cuda_graphs the lr is a CUDA tensor the scheduler updates in place and the captured graph
+    # reads by address. load_checkpoint reads onto the CPU; a plain optimizer.load_state_dict would
+    # swap in that CPU tensor, which fused AdamW reads once as a number: the graph captured after a
+    # resume would then train at a frozen lr. Here (CPU) the mechanism: the very tensor survives.
+    from tasks.train.checkpoint import restore_training_state
+    from tasks.train.schedule import create_optimizer, create_scheduler
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 4)
+        optimizer = create_optimizer(model, lr=1e-3, weight_decay=0.1, capturable=True)
+        return model, optimizer, create_scheduler(optimizer, warmup_steps=10, total_steps=20, kind="cosine")
+
+    model, optimizer, scheduler = make()
+    for _ in range(3):
+        scheduler.step()  # lr moves to 4/10 of the base rate; no optimizer step (capturable needs a GPU)
+    saved_lr = [float(g["lr"]) for g in optimizer.param_groups]
+    url = str(tmp_path / "last.pt")
+    write_checkpoint(url, checkpoint_bytes(model=model, optimizer=optimizer, scheduler=scheduler, step=3))
+
+    model2, optimizer2, scheduler2 = make()
+    tensors = [g["lr"] for g in optimizer2.param_groups]
+    assert all(isinstance(t, torch.Tensor) for t in tensors)
+    restore_training_state(load_checkpoint(url), model=model2, optimizer=optimizer2, scheduler=scheduler2)
+    assert all(g["lr"] is t for g, t in zip(optimizer2.param_groups, tensors, strict=True))
+    assert [float(t) for t in tensors] == saved_lr
+    scheduler2.step()  # and the scheduler keeps writing into that same tensor
+    assert all(g["lr"] is t for g, t in zip(optimizer2.param_groups, tensors, strict=True))
+    assert float(tensors[0]) == pytest.approx(saved_lr[0] * 5 / 4)
+
+
+class _FakeCuda:
+    """torch.cuda's RNG calls on a machine with `gpus` GPUs, the current one being cuda:0."""
+
+    def __init__(self, gpus: int):
+        self.gpus = gpus
+        self.set_calls: list[torch.Tensor] = []
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.gpus)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.full((8,), 7, dtype=torch.uint8))
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all",
+                            lambda: [torch.full((8,), i, dtype=torch.uint8) for i in range(self.gpus)])
+        monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": self.set_calls.append(state))
+
+        def set_all(states):  # what torch does: one generator per listed GPU, IndexError past the last
+            if len(states) > self.gpus:
+                raise IndexError("tuple index out of range")
+            self.set_calls.extend(states)
+
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
+
+
+def test_the_cuda_rng_state_is_this_gpus_only_and_old_per_gpu_lists_restore_on_fewer_gpus(monkeypatch):
+    # CUDA-only in production; the torch.cuda calls are faked so the bookkeeping runs on CPU.
+    saving = _FakeCuda(gpus=4)
+    saving.install(monkeypatch)
+    state = capture_rng()
+    assert isinstance(state["cuda"], torch.Tensor)  # one state, not one per visible GPU
+
+    resuming = _FakeCuda(gpus=1)
+    resuming.install(monkeypatch)
+    restore_rng(state)
+    assert len(resuming.set_calls) == 1 and torch.equal(resuming.set_calls[0], state["cuda"])
+
+    old = {**state, "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]}  # an older checkpoint
+    resuming.set_calls.clear()
+    restore_rng(old)  # saved on 4 GPUs, restored on 1: no IndexError, cuda:0 gets its own entry
+    assert len(resuming.set_calls) == 1 and torch.equal(resuming.set_calls[0], old["cuda"][0])
+
+
+def test_load_trained_removes_its_temporary_copy_of_a_remote_model(tiny_config, tmp_path, monkeypatch):
+    import tempfile
+    import uuid
+
+    created = create_clip(tiny_config())
+    remote = f"memory://hubbleclip-{uuid.uuid4().hex}/run"
+    for which in ("base", "final"):
+        export_model(f"{remote}/{which}", created.model, model_name=TINY_MODEL, model_cfg=created.model_cfg,
+                     preprocess_cfg=created.preprocess_cfg, meta={})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert _same_weights(load_trained(remote).model, created.model)
+    assert _same_weights(load_trained(remote, wise_ft_alpha=0.5).model, created.model)
+    assert list(scratch.iterdir()) == []

@@ -68,3 +68,10 @@ def test_the_config_hash_ignores_logging_but_not_the_recipe():
     b = resolve_config(TrainParams(preset="tiny", val_every=7, checkpoint_every=3, device="cpu"))
     c = resolve_config(TrainParams(preset="tiny", lr=0.1))
     assert a.hashed_fields() == b.hashed_fields() != c.hashed_fields()
+
+
+def test_the_config_hash_covers_the_loader_worker_layout():
+    # Each worker streams its own slice through its own shuffle buffer, with per-worker seeds for
+    # crops and caption windows: another worker count is other batches (0 and 1: one layout).
+    zero, one, four = (resolve_config(TrainParams(preset="tiny", workers=w)) for w in (0, 1, 4))
+    assert zero.hashed_fields() == one.hashed_fields() != four.hashed_fields()

@@ -125,3 +125,152 @@ def test_the_run_manifest_records_the_final_weights_files_own_hash_and_size(data
     weights = (run_dir / entry["path"]).read_bytes()
     assert entry["path"] == "final/open_clip_pytorch_model.bin"
     assert entry["sha256"] == hashlib.sha256(weights).hexdigest() and entry["bytes"] == len(weights)
+
+
+def _meta(path) -> dict:
+    return json.loads(open(path).read())
+
+
+def test_a_reused_run_name_with_another_config_starts_clean(dataset):
+    from pathlib import Path
+
+    from tasks.train.checkpoint import load_checkpoint
+
+    data, _ = dataset
+    first = run_train(_params(data, run_name="reused", steps=9))
+    run_dir = Path(first.outputs["run_dir"])
+    old_hash = _meta(run_dir / "base" / "model.json")["config_hash"]
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} >= {"step_3.pt", "step_6.pt", "step_9.pt"}
+    second = run_train(_params(data, run_name="reused", steps=6, lr=1e-4, keep_checkpoints=2, resume=False))
+    new_hash = _meta(run_dir / "final" / "model.json")["config_hash"]
+    assert new_hash != old_hash and second.stats["steps"] == 6
+    # The first config's step_9.pt would outrank (and prune) the new run's step files.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt", "step_3.pt",
+                                                                         "step_6.pt"]
+    for name in ("step_3.pt", "step_6.pt", "last.pt", "best.pt"):
+        assert load_checkpoint(str(run_dir / "checkpoints" / name))["meta"]["config_hash"] == new_hash
+    assert _meta(run_dir / "base" / "model.json")["config_hash"] == new_hash  # step 0 of this config
+    load_trained(str(run_dir), wise_ft_alpha=0.5)  # base/ and final/ are one config's: they interpolate
+
+
+def test_a_local_dir_model_trains_and_its_export_loads(dataset, tmp_path):
+    import shutil
+
+    data, _ = dataset
+    source = tmp_path / "source"
+    shutil.copytree(run_train(_params(data)).outputs["final"], source)  # an open_clip folder (first test's run)
+    (source / "model.json").unlink()
+    result = run_train(_params(data, model=f"local-dir:{source}", steps=3, run_name="from-local-dir"))
+    config = _meta(f"{result.outputs['final']}/open_clip_config.json")
+    assert config["model_cfg"] == _meta(source / "open_clip_config.json")["model_cfg"]  # not {}
+    model, tokenizer, _preprocess, sha = load_trained(result.outputs["run_dir"])
+    assert sha == result.stats["checkpoint_sha256"] and tokenizer(["a nebula"]).shape == (1, 32)
+    base = load_trained(result.outputs["run_dir"], which="base").model.state_dict()
+    source_weights = torch.load(source / "open_clip_pytorch_model.bin", weights_only=True)
+    assert all(torch.equal(base[k], source_weights[k]) for k in source_weights)  # step 0 is the source model
+
+
+def test_overwriting_a_pretrained_file_at_the_same_path_is_a_new_run(dataset, tmp_path):
+    data, _ = dataset
+    weights = tmp_path / "init.pt"
+    first_final = run_train(_params(data)).outputs["final"]
+    torch.save({"state_dict": torch.load(f"{first_final}/open_clip_pytorch_model.bin", weights_only=True)}, weights)
+    one = run_train(_params(data, pretrained=str(weights), steps=3))
+    assert run_train(_params(data, pretrained=str(weights), steps=3)).cached
+    state = torch.load(weights, weights_only=True)
+    state["state_dict"]["logit_scale"] += 0.5
+    torch.save(state, weights)  # other weights, same path
+    two = run_train(_params(data, pretrained=str(weights), steps=3))
+    assert not two.cached and two.outputs["run_dir"] != one.outputs["run_dir"]
+    # Tags and random init are names of weights, not files: nothing is hashed for them.
+    from tasks.train.fingerprint import weights_fingerprint
+
+    assert weights_fingerprint("ViT-B-16", "openai") is None and weights_fingerprint(TINY_MODEL, "") is None
+
+
+def test_a_batch_or_crop_the_split_cannot_serve_fails_before_anything_is_built(dataset, monkeypatch):
+    import tasks.train.stage as stage
+
+    data, version = dataset
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("reached before the input was refused")
+
+    monkeypatch.setattr(stage, "init_distributed", unreachable)
+    monkeypatch.setattr(stage, "create_clip", unreachable)
+    with pytest.raises(InputError, match=rf"batch_size 128 is larger than the train split of dataset {version}"):
+        run_train(_params(data, batch_size=128, run_name="never"))
+    with pytest.raises(InputError, match="image_size 96 .* is larger than resize_to 80"):
+        run_train(_params(data, image_size=96, resize_to=80, run_name="never"))
+    with pytest.raises(InputError, match="image_size 64 .* is larger than resize_to 32"):
+        run_train(_params(data, resize_to=32, run_name="never"))
+    with pytest.raises(InputError, match=rf"image_size 224 \(model ViT-B-16\) .* stored images \({SIZE} px\)"):
+        run_train(_params(data, preset="paper", batch_size=16, run_name="never"))  # no download: refused first
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(InputError, match="batch_size 16 does not split evenly over 3 ranks"):
+        run_train(_params(data, run_name="never"))
+    assert not (__import__("pathlib").Path(data) / "runs" / "never").exists()
+
+
+def test_a_cache_hit_reads_no_shard(dataset, monkeypatch):
+    from tasks.dataset.versions import DatasetVersion
+
+    data, _ = dataset
+    params = _params(data, run_name="cache-reads", steps=3)
+    run_train(params)
+    verified = []
+    monkeypatch.setattr(DatasetVersion, "verify", lambda self: verified.append(self.version))
+    assert run_train(params).cached and verified == []  # hashing every shard is for runs that train
+    assert not run_train(_params(data, run_name="cache-reads-2", steps=3)).cached and verified
+
+
+def test_a_cached_run_needs_its_final_weights_intact(dataset):
+    from pathlib import Path
+
+    data, _ = dataset
+    params = _params(data, run_name="cache-check", steps=3)
+    first = run_train(params)
+    weights = Path(first.outputs["final"]) / "open_clip_pytorch_model.bin"
+    damaged = bytearray(weights.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    weights.write_bytes(bytes(damaged))  # not the bytes the manifest records
+    again = run_train(params)
+    assert not again.cached  # exported again from last.pt (at the final step): same weights, same stats
+    for key in ("checkpoint_sha256", "final_train_loss", "final_val", "best_step"):
+        assert again.stats[key] == first.stats[key], key
+    weights.unlink()
+    assert not run_train(params).cached
+    assert load_trained(first.outputs["run_dir"]).checkpoint_sha256 == first.stats["checkpoint_sha256"]
+    (Path(first.outputs["final"]) / "model.json").unlink()
+    assert not run_train(params).cached
+
+
+def test_the_resume_checkpoint_is_released_once_restored(dataset, monkeypatch):
+    import gc
+    import weakref
+
+    import tasks.train.stage as stage
+
+    data, _ = dataset
+
+    def stop_at_4(step, total, record):
+        if step == 4:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_train(_params(data, run_name="release", checkpoint_every=2), progress=stop_at_4)
+
+    class Payload(dict):  # a dict that can be weakly referenced
+        pass
+
+    refs = []
+    load = stage.load_checkpoint
+    monkeypatch.setattr(stage, "load_checkpoint", lambda url: refs.append(weakref.ref(p := Payload(load(url)))) or p)
+    alive = []
+
+    def watch(step, total, record):
+        gc.collect()
+        alive.append(refs[0]() is not None)
+
+    run_train(_params(data, run_name="release", checkpoint_every=2), progress=watch)
+    assert refs and alive and not any(alive)  # ~1.8 GB for ViT-B-16: not held through the run
