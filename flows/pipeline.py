@@ -37,6 +37,7 @@ from flows.versions import (
     resolve_data_root,
     start_version,
 )
+from schemas.errors import missing_extra
 from schemas.pipeline import PipelineParams, PipelineResult, RebuildParams, RefreshParams, StatusParams
 from schemas.stage import StageResult
 from schemas.train import TrainParams
@@ -62,7 +63,10 @@ def _dask(params: PipelineParams) -> Iterator[str]:
     if params.dask_address:
         yield params.dask_address
         return
-    from distributed import LocalCluster  # installed with prefect-dask
+    try:
+        from distributed import LocalCluster  # installed with prefect-dask
+    except ImportError:
+        raise missing_extra("distributed", "dask", "task_runner='dask'") from None
 
     # One cluster for the whole run, shared by ingest, summarize and build (not one per subflow).
     # memory_limit=0: no spill-to-disk, whose directory <worker dir>/storage would sit first on the

@@ -37,7 +37,7 @@ from flows.caching import (
     record_present_outputs,
 )
 from flows.secrets import prepare_secrets
-from schemas.errors import InputError, PermanentRemoteError, RemoteError
+from schemas.errors import InputError, PermanentRemoteError, RemoteError, missing_extra
 from schemas.stage import StageResult
 from schemas.train import TrainParams
 from storage.fs import atomic_write_text, exists, join, read_text
@@ -99,7 +99,10 @@ def load_stage_flow(spec: StageSpec) -> Flow:
 
 
 def _dask_runner(address: str) -> Any:
-    from prefect_dask import DaskTaskRunner  # optional extra: `pip install hubbleclip[dask]`
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise missing_extra("prefect-dask", "dask", "task_runner='dask'") from None
 
     return DaskTaskRunner(address=address)
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.records import normalize_proposal_id
+from schemas.settings import default_data_root
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 Split = Literal["train", "val", "test"]
@@ -121,7 +122,7 @@ class BuildDatasetParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root: a local path or an fsspec URL")
+    data: str = Field(default_factory=default_data_root, description="data root: a local path or an fsspec URL")
     split_mode: SplitMode = Field(
         default="hash",
         description="'hash': by a salted hash of the proposal id (stable as cycles are added); "

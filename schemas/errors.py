@@ -21,6 +21,11 @@ class PermanentRemoteError(HubbleClipError):
     """A server answered definitively (404, 400, a MAST ERROR status). Not retried."""
 
 
+def missing_extra(package: str, extra: str, purpose: str) -> InputError:
+    """The one-line error for an optional dependency that is not installed."""
+    return InputError(f"{purpose} needs the '{package}' package: pip install 'hubbleclip[{extra}]'")
+
+
 def validation_reasons(err: Exception) -> str:
     """A pydantic ValidationError as one line naming every bad field: 'train.steps: Input should be
     greater than or equal to 1; until: ...'. (Its own str() starts '1 validation error for X',

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.settings import default_data_root
+
 EvalSplit = Literal["heldout", "test", "val"]
 HELDOUT_SPLITS: dict[str, tuple[str, ...]] = {"heldout": ("val", "test"), "test": ("test",), "val": ("val",)}
 CaptionChoice = Literal["summary", "abstract"]
@@ -26,7 +28,7 @@ class EvaluateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root: a local path or fsspec URL")
+    data: str = Field(default_factory=default_data_root, description="data root: a local path or fsspec URL")
     run: str | None = Field(
         default=None, description="run under runs/ (name, path or manifest digest); default: the newest "
                                   "finished run that is not a shuffled control")
@@ -82,7 +84,7 @@ class SearchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root: a local path or fsspec URL")
+    data: str = Field(default_factory=default_data_root, description="data root: a local path or fsspec URL")
     query: str = Field(min_length=1, max_length=300, description="what to look for, e.g. 'globular cluster'")
     k: int = Field(default=10, ge=1, le=100, description="how many images to return")
     index: str | None = Field(default=None, description="index name under index/; default: index/latest")

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.records import normalize_proposal_id
+from schemas.settings import default_data_root
 
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -53,7 +54,7 @@ class IngestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root: a local path or any fsspec URL")
+    data: str = Field(default_factory=default_data_root, description="data root: a local path or any fsspec URL")
     mast_url: str | None = Field(default=None, description="MAST server; default from settings")
     stsci_url: str | None = Field(default=None, description="STScI document server; default from settings")
     catalog_url: str | None = Field(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from schemas.dataset import BuildDatasetParams
 from schemas.evaluate import EvaluateParams
 from schemas.ingest import IngestParams
+from schemas.settings import default_data_root
 from schemas.stage import StageResult
 from schemas.summary import SummarizeParams
 from schemas.train import TrainParams
@@ -29,7 +30,7 @@ class PipelineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root (or the parent of versioned roots after a rebuild)")
+    data: str = Field(default_factory=default_data_root, description="data root (or the parent of versioned roots after a rebuild)")
     ingest: IngestParams = Field(default_factory=IngestParams, description="archive selection and previews")
     summarize: SummarizeParams = Field(default_factory=SummarizeParams, description="summarizer backend")
     dataset: BuildDatasetParams = Field(default_factory=BuildDatasetParams, description="splits and shards")
@@ -87,7 +88,7 @@ class StatusParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root or versioned parent")
+    data: str = Field(default_factory=default_data_root, description="data root or versioned parent")
 
 
 class DemoParams(BaseModel):

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         return v.rstrip("/")
 
 
+def default_data_root() -> str:
+    """The data root a params form starts with: $HUBBLECLIP_DATA where set (a worker's environment,
+    e.g. /data on the compose stack's shared volume), else ./data."""
+    return Settings().data
+
+
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment with explicit overrides (None means 'not given')."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
 
 from schemas.records import normalize_proposal_id, utcnow
+from schemas.settings import default_data_root
 
 SUMMARY_SCHEMA_VERSION = 1
 DEFAULT_MAX_ITEMS = 5
@@ -181,7 +182,7 @@ class SummarizeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root: a local path or fsspec URL")
+    data: str = Field(default_factory=default_data_root, description="data root: a local path or fsspec URL")
     backend: BackendName = Field(default="extractive", description="extractive (no LLM), transformers, vllm, openai")
     model: str = Field(
         default="", description="model id or path; named: gemma3-270m, tiny-random, random-1b; '' = the backend's default")

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.settings import default_data_root
+
 PresetName = Literal["tiny", "paper"]
 Schedule = Literal["constant", "cosine"]
 LossKind = Literal["clip", "siglip"]
@@ -34,7 +36,7 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(default="./data", description="data root: a local path or fsspec URL")
+    data: str = Field(default_factory=default_data_root, description="data root: a local path or fsspec URL")
     dataset_version: str = Field(default="latest", description="datasets/<version>/ to train on; 'latest' follows the pointer")
     preset: PresetName = Field(default="tiny", description="tiny: small model from scratch (CPU); paper: ViT-B-16 openai recipe")
     model: str | None = Field(default=None, description="any open_clip model name, e.g. ViT-B-16, ViT-L-14")

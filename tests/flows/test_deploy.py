@@ -110,8 +110,12 @@ def test_work_pool_templates_validate_and_render(path, pool_type):
     values = {**_defaults(template), **(train["work_pool"]["job_variables"] if gpu else {})}
     rendered = apply_values(template["job_configuration"], values)
     if pool_type == "kubernetes":
-        container = rendered["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+        pod = rendered["job_manifest"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
         assert container["volumeMounts"][0]["mountPath"] == "/data"
+        # The loader's workers hand batches over in shared memory: a pod's default is 64 MiB.
+        shm = next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")
+        assert next(v for v in pod["volumes"] if v["name"] == shm)["emptyDir"]["medium"] == "Memory"
         if gpu:
             assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         else:

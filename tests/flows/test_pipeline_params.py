@@ -107,3 +107,35 @@ def test_validation_reasons_names_every_field():
     reasons = validation_reasons(info.value)
     assert reasons.startswith("steps: ") and "; lr: " in reasons and "\n" not in reasons
     assert validation_reasons(ValueError("plain\nsecond")) == "plain"
+
+
+def test_forms_take_their_data_root_from_the_environment(monkeypatch):
+    # A worker's HUBBLECLIP_DATA (the compose stack's shared /data) is where a deployed run works
+    # when its form leaves `data` alone.
+    from schemas.train import TrainParams
+
+    monkeypatch.setenv("HUBBLECLIP_DATA", "/shared/data")
+    assert PipelineParams().data == TrainParams().data == "/shared/data"
+    monkeypatch.delenv("HUBBLECLIP_DATA")
+    assert PipelineParams().data == "./data"
+
+
+def test_the_dask_runner_without_its_extra_says_which_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    from flows.pipeline import _dask
+    from flows.stages import _dask_runner
+
+    real_import = builtins.__import__
+
+    def without_dask(name, *args, **kwargs):
+        if name.split(".")[0] in ("distributed", "prefect_dask"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_dask)
+    params = PipelineParams(data=str(tmp_path), task_runner="dask")
+    with pytest.raises(InputError, match=r"pip install 'hubbleclip\[dask\]'"), _dask(params):
+        pass
+    with pytest.raises(InputError, match=r"prefect-dask.*hubbleclip\[dask\]"):
+        _dask_runner("tcp://127.0.0.1:8786")
