@@ -4,8 +4,8 @@
 #   OUT=/tmp/gpu-out DEADLINE_S=570 bash benchmarks/gpu_checks.sh
 #   OUT=/tmp/gpu-out ONLY="train_b256 embed" bash benchmarks/gpu_checks.sh    # some steps only
 #
-# Needs only python3 with torch, transformers and pyarrow: the other packages come from wheels in
-# .whl/ when that folder exists (open_clip_torch, ftfy, wcwidth, webdataset, braceexpand, pydantic,
+# Needs python3.12 (the wheels below are cp312) with torch, transformers and pyarrow, and pytest for
+# the pytest_gpu step: the other packages come from wheels in .whl/ when that folder exists (open_clip_torch, ftfy, wcwidth, webdataset, braceexpand, pydantic,
 # pydantic-settings, outlines ...; see docs/training.md), installed to /tmp/site. Prefect is not
 # needed. The steps run in order of importance, each under a time cap that also respects the
 # whole run's deadline, and each writes its output to $OUT/<step>.txt, so a run cut short still

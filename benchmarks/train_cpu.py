@@ -78,7 +78,7 @@ def train(root: Path, version: str, *, shuffled: bool, steps: int, batch_size: i
             "run": result.outputs["run_dir"]}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="./bench-data/train_cpu")
     parser.add_argument("--proposals", type=int, default=1200)
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     ok = (trained["top10"] >= TARGET_TRAINED and control["top10"] <= TARGET_CONTROL
           and (trained["cached"] or trained["seconds"] <= args.budget_s))
     print("PASS" if ok else "FAIL: see the targets above (cached runs report no time; delete runs/ to re-time)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -201,7 +201,15 @@ def _cleanup() -> None:
 
 # -- open_clip's trainer ------------------------------------------------------------------------
 
-_RATE = re.compile(r"Batch \(t\): [\d.]+, ([\d.]+)/s")
+# open_clip logs "Batch (t): <mean step seconds since the last log>, <batch / one step's seconds>/s".
+# The mean over the logged window is the comparable figure (our side is a synchronised mean over
+# many steps); the /s it prints is a single unsynchronised step.
+_STEP_SECONDS = re.compile(r"Batch \(t\): ([\d.]+), [\d.eE+-]+/s")
+
+
+def open_clip_rates(log: str, batch: int) -> list[float]:
+    """Samples/s of each logged window of open_clip's trainer, from its step-time means."""
+    return [batch / float(s) for s in _STEP_SECONDS.findall(log) if float(s) > 0]
 
 
 def open_clip_trainer(args: argparse.Namespace, batch: int, device: torch.device) -> Row:
@@ -226,7 +234,7 @@ def open_clip_trainer(args: argparse.Namespace, batch: int, device: torch.device
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.open_clip_timeout_s,
                               cwd=Path(__file__).resolve().parents[1])
-        rates = [float(m) for m in _RATE.findall(done.stdout + done.stderr)]
+        rates = open_clip_rates(done.stdout + done.stderr, batch)
         if not rates:
             lines = (done.stdout + done.stderr).strip().splitlines()
             errors = [line for line in lines if "Error" in line] or lines[-1:] or ["no output"]

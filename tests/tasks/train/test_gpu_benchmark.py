@@ -27,3 +27,11 @@ def test_the_gpu_benchmark_runs_without_prefect_on_a_self_made_dataset(tmp_path)
     assert "built dataset" in done.stdout and "GFLOP per sample" in done.stdout
     rows = [line for line in done.stdout.splitlines() if line.strip().startswith("8  eager")]
     assert len(rows) == 2 and "shards" in rows[0] and "bare" in rows[1], done.stdout
+
+
+def test_open_clips_rate_is_read_from_its_mean_step_time_not_one_steps_rate():
+    from benchmarks.train_gpu import open_clip_rates
+
+    log = ("Train Epoch: 0 [ 2560/20480 (12%)] Data (t): 0.002 Batch (t): 0.160, 2000.00/s, 2000.00/s/gpu LR: 0.0\n"
+           "Train Epoch: 0 [ 3840/20480 (19%)] Data (t): 0.001 Batch (t): 0.128, 1.00000e+04/s, 1.0e+04/s/gpu LR: 0\n")
+    assert open_clip_rates(log, 256) == [256 / 0.160, 256 / 0.128]
