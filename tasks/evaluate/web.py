@@ -116,15 +116,20 @@ def create_app(searcher: Searcher) -> FastAPI:
         return searcher.search(q, k)
 
     @app.get("/", response_class=HTMLResponse)
-    def page(q: str = Query(default="", max_length=4 * MAX_QUERY_CHARS), k: int = DEFAULT_K) -> HTMLResponse:
+    def page(q: str = "", k: str = str(DEFAULT_K)) -> HTMLResponse:
+        # Taken as text and checked here, so a bad k or an overlong query gets this page with its
+        # error, not FastAPI's JSON 422 (the API route below keeps the typed, JSON form).
         if not q.strip():
             return HTMLResponse(render_page(index_name=searcher.index.name))
         try:
-            hits = _search(q, k)
+            if not k.strip().isdigit():
+                raise InputError(f"k must be a whole number between 1 and {MAX_WEB_K}, got {k[:20]!r}")
+            size = int(k)
+            hits = _search(q, size)
         except InputError as err:
             return HTMLResponse(render_page(q[:MAX_QUERY_CHARS], DEFAULT_K, error=str(err),
                                             index_name=searcher.index.name), status_code=400)
-        return HTMLResponse(render_page(q, k, hits, index_name=searcher.index.name))
+        return HTMLResponse(render_page(q, size, hits, index_name=searcher.index.name))
 
     @app.get("/api/search")
     def api_search(q: str = Query(max_length=4 * MAX_QUERY_CHARS), k: int = DEFAULT_K) -> JSONResponse:
