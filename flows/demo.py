@@ -86,10 +86,12 @@ def _serve(sky: Path) -> Iterator[Any]:
 
     record = sky / ARCHIVE_RECORD
     port = json.loads(record.read_text()).get("port", 0) if record.exists() else 0
+    server = ArchiveServer(sky_dir=sky, port=port)
     try:
-        server = ArchiveServer(sky_dir=sky, port=port)
         server.start()
-    except OSError:
+    except InputError:  # start() reports "cannot listen" as an InputError, for users who named a port
+        if not port:
+            raise
         logger.warning("port %s is taken; the archive gets a new one and ingest's cache misses", port)
         server = ArchiveServer(sky_dir=sky, port=0)
         server.start()

@@ -47,6 +47,15 @@ from tasks.archive.plan import (
     target_classification,
 )
 from tasks.archive.render import RenderJob, run_render_job
+from tasks.archive.sky_leftovers import (
+    CATALOG_CLOSING,
+    recorded_catalog_body,
+    recorded_tables,
+    recorded_truth,
+    remove_unrecorded_files,
+    settle_aside,
+    swap_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +314,8 @@ def _info(root: Path, seed: int, truth: dict, obs_rows: list, product_rows: list
 
 def _write_index(root: Path, obs_rows: list, product_rows: list, files: dict, truth: dict, catalog: bytes,
                  sky_json: dict) -> None:
-    """Index files, each atomic; sky.json last, so a reader sees either the old sky or the new one."""
+    """Index files, each atomic; sky.json last: its state records what the sky holds, and extend_sky
+    drops whatever a killed run wrote past it."""
     atomic_write_bytes(str(root / "caom" / "observations.json"), _dumps({"fields": observation_fields(), "data": obs_rows}))
     atomic_write_bytes(str(root / "caom" / "products.json"), _dumps({"fields": product_fields(), "data": product_rows}))
     atomic_write_bytes(str(root / "caom" / "files.json"), _dumps(files))
@@ -331,6 +341,7 @@ def generate_sky(out_dir: str | os.PathLike, proposals: int = 120, seed: int = 0
                        max_observations=max_observations, mean_observations=mean_observations,
                        two_class_fraction=two_class_fraction, bad_records=bad_records, workers=workers)
     out = Path(out_dir).expanduser().resolve()
+    settle_aside(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not (out / "sky.json").is_file():
             raise InputError(f"{out} exists and is not an empty directory or a sky; choose another --out")
@@ -354,11 +365,10 @@ def generate_sky(out_dir: str | os.PathLike, proposals: int = 120, seed: int = 0
                     "state": {"next_proposal_id": plan.next_proposal_id, "next_obsid": plan.next_obsid,
                               "options": options.model_dump(exclude={"workers"})}}
         _write_index(staging, obs_rows, product_rows, files, truth, catalog_text([p.doc for p in plan.proposals]), sky_json)
-        if out.exists():
-            shutil.rmtree(out) if any(out.iterdir()) else out.rmdir()
-        os.replace(staging, out)
+        swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        settle_aside(out)
         raise
     info.seconds = round(time.perf_counter() - started, 2)
     log.info("generated sky %s: %d proposals, %d observations, %d previews in %.1fs", out, info.proposals,
@@ -388,25 +398,27 @@ def extend_sky(sky_dir: str | os.PathLike, proposals: int = 20, seed: int = 1, *
         raise InputError(f"sky {root} already reaches cycle {cycle - 1}; cannot add beyond cycle {MAX_CYCLE}")
     started = time.perf_counter()
     state = meta["state"]
+    next_pid, next_obsid = state["next_proposal_id"], state["next_obsid"]
     plan = plan_sky(proposals=options.proposals, seed=options.seed, cycles=[cycle],
-                    first_proposal_id=state["next_proposal_id"], first_obsid=state["next_obsid"], bad_records=False,
+                    first_proposal_id=next_pid, first_obsid=next_obsid, bad_records=False,
                     mean_observations=options.mean_observations, max_observations=options.max_observations,
                     two_class_fraction=options.two_class_fraction, stream=f"extend-{cycle}")
+    # The index files are written one by one, sky.json last: what sky.json's state does not record is
+    # a killed extension's, and goes before this one appends (sky_leftovers).
+    remove_unrecorded_files(root, next_pid)
     sizes = _build(root, plan, options.workers, progress)
     new_obs, new_products, new_files = _tables(plan, sizes)
-    observations = _read_json(root / "caom" / "observations.json")
-    products = _read_json(root / "caom" / "products.json")
-    files = _read_json(root / "caom" / "files.json")
-    truth = _read_json(root / "ground_truth.json")
+    obs_rows, product_rows, files = recorded_tables(
+        _read_json(root / "caom" / "observations.json")["data"], _read_json(root / "caom" / "products.json")["data"],
+        _read_json(root / "caom" / "files.json"), next_obsid)
+    truth = recorded_truth(_read_json(root / "ground_truth.json"), next_pid, next_obsid)
     new_truth = _ground_truth(plan)
     truth["proposals"].update(new_truth["proposals"])
     truth["observations"].update(new_truth["observations"])
-    catalog = (root / "stsci" / "catalog.txt").read_bytes()
-    closing = ("-" * 80 + "\n").encode()
-    catalog = catalog[: -len(closing)] if catalog.endswith(closing) else catalog
-    catalog += ("\n".join(catalog_record(p.doc) for p in plan.proposals) + "\n").encode("utf-8") + closing
-    obs_rows = observations["data"] + new_obs
-    product_rows = products["data"] + new_products
+    catalog = recorded_catalog_body((root / "stsci" / "catalog.txt").read_bytes(), next_pid)
+    catalog += ("\n".join(catalog_record(p.doc) for p in plan.proposals) + "\n").encode("utf-8") + CATALOG_CLOSING
+    obs_rows += new_obs
+    product_rows += new_products
     files.update(new_files)
     extensions = meta["info"].get("extensions", []) + [{"cycle": cycle, "proposals": proposals, "seed": seed}]
     info = _info(root, meta["info"]["seed"], truth, obs_rows, product_rows, files, 0.0, extensions)
