@@ -3,8 +3,8 @@
 The flow plans in its own process (tasks.summarize.stage.plan_summarize): the stage cache (the
 summaries manifest already records these proposals and this config: nothing to do) and the
 per-abstract cache lookup. Only the abstracts without a cached summary are split into batches
-(CHUNK_ABSTRACTS each, a bounded number of them; vLLM gets one batch, since it schedules its own),
-and the task `summarize-batch` is mapped over them. On the default thread runner the batches run in
+(CHUNK_ABSTRACTS each; VLLM_BATCH_PROMPTS for vLLM, whose scheduler wants many at once; a bounded
+number of them), and the task `summarize-batch` is mapped over them. On the default thread runner the batches run in
 this process; when the pipeline runs the stage on Dask (flows.stages swaps the task runner), they
 run on the Dask workers, each of which loads its backend once and keeps it for the batches it gets.
 
@@ -90,6 +90,7 @@ def _report(params: SummarizeParams, result: StageResult) -> None:
         ("abstracts/s", stats.get("abstracts_per_s", 0.0)), ("tokens/s", stats.get("tokens_per_s", 0.0)),
         ("output tokens/s", stats.get("output_tokens_per_s", 0.0)),
         ("invalid JSON rate", stats.get("invalid_json_rate", 0.0)), ("cut-off rate", stats.get("cut_off_rate", 0.0)),
+        ("grammar violation rate", stats.get("grammar_violation_rate", 0.0)),
         ("caption truncation rate", stats.get("truncation_rate", 0.0)),
         ("caption tokens (max)", stats.get("caption_tokens_max", 0)),
     ]

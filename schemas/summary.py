@@ -27,7 +27,15 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from schemas.records import normalize_proposal_id, utcnow
 from schemas.settings import default_data_root
@@ -155,13 +163,14 @@ class SummaryRecord(BaseModel):
     objects_and_phenomena: list[str]
     science_use_cases: list[str]
     caption: str = Field(min_length=1, description="'<objects>; <use cases>', fitted to CLIP's 77 tokens")
-    caption_tokens: int = Field(ge=2, le=CLIP_CONTEXT_TOKENS, description="open_clip tokens incl. start/end")
-    truncated: bool = Field(description="items were dropped from the caption to fit 77 tokens")
+    caption_tokens: int = Field(
+        ge=2, description="open_clip tokens incl. start/end; over 77 only when truncated (CLIP cuts the rest)")
+    truncated: bool = Field(description="items were dropped from the caption to fit 77 tokens, or it still does not fit")
     backend: str
     model_id: str
     prompt_version: str
     schema_version: int
-    sampling: str = Field(description="SamplingConfig as JSON")
+    sampling: str = Field(description="SamplingConfig as JSON; 'none' for a backend that samples nothing (extractive)")
     seed: int = Field(description="seed of the attempt that produced this summary")
     attempts: int = Field(ge=1)
     output_tokens: int = Field(ge=0)
@@ -172,6 +181,13 @@ class SummaryRecord(BaseModel):
     @classmethod
     def _proposal(cls, v: object) -> str:
         return normalize_proposal_id(v)
+
+    @model_validator(mode="after")
+    def _over_77_only_when_truncated(self) -> SummaryRecord:
+        if self.caption_tokens > CLIP_CONTEXT_TOKENS and not self.truncated:
+            raise ValueError(f"a caption of {self.caption_tokens} tokens does not fit CLIP's {CLIP_CONTEXT_TOKENS} "
+                             "but is not marked truncated")
+        return self
 
 
 BackendName = Literal["extractive", "transformers", "vllm", "openai"]

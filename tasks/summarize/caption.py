@@ -4,7 +4,8 @@ Counted with open_clip's own tokenizer (`get_tokenizer("ViT-B-16")`, offline), s
 tokens included, because that is what the model will see: anything past 77 would be cut
 silently at training time. When a caption is too long, whole items are dropped from the end of
 the longer list (the prompt puts the most relevant first), keeping at least one item per list,
-and the row is marked `truncated`; the stage reports the rate (goal 0%).
+and the row is marked `truncated`; the stage reports the rate (goal 0%). The token count kept is
+always the caption's real one, so a caption CLIP will still cut shows as over 77.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ _SPECIAL_TOKENS = 2  # <start_of_text> and <end_of_text>
 @dataclass(frozen=True)
 class Caption:
     text: str
-    tokens: int  # open_clip tokens, start and end included
-    truncated: bool  # items were dropped (or, with one item per list left, the text is still cut)
+    tokens: int  # open_clip tokens of `text`, start and end included: over max_tokens when CLIP will cut it
+    truncated: bool  # items were dropped, or (one item per list left) the text is still too long
 
 
 @lru_cache(maxsize=1)
@@ -54,9 +55,10 @@ def build_caption(objects: list[str], use_cases: list[str], max_tokens: int = CL
         if tokens <= max_tokens:
             return Caption(text, tokens, dropped)
         if len(objects) == 1 and len(use_cases) == 1:
-            # Cannot happen with the default schema limits (2 items x 4 words x 24 characters); cut the
-            # text the way CLIP would, so the stored count is still what training sees.
-            return Caption(text, max_tokens, True)
+            # It can happen with the default limits: one item per list of 4 rare 24-character words
+            # is ~195 tokens. CLIP cuts the text at training time; the count stays the real one, so
+            # the run's maximum shows by how much.
+            return Caption(text, tokens, True)
         longer = objects if len(objects) >= len(use_cases) and len(objects) > 1 else use_cases
         if len(longer) == 1:
             longer = objects if longer is use_cases else use_cases

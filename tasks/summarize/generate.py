@@ -5,11 +5,17 @@ unchecked summary. Failure kinds (the per-run guards report their rates):
 
 - `cut_off`: JSON that never closes. Under a bounded grammar only the token limit stops a model
   early, so this is a cut-off; retried (target < 0.5% of outputs).
-- `schema_violation`: well-formed JSON the `Summary` model refuses (a telescope mention, an item
-  the grammar should have prevented); retried with a new seed, then quarantined.
-- not JSON at all: constrained decoding was not in force (it happened: outlines 1.3.0 with vLLM
-  >= 0.12 ignored the schema and still answered HTTP 200). That is never accepted or retried:
-  `UnconstrainedOutputError` stops the run (target 0% invalid JSON).
+- `schema_violation`: well-formed JSON the `Summary` model refuses for a rule the grammar cannot
+  say (a telescope mention); retried with a new seed, then quarantined.
+- `grammar_violation`: well-formed JSON that breaks what the grammar itself enforces (an item off
+  the pattern, too many items, an extra key): the backend did not apply the schema. One such output
+  may be a grammar/validator mismatch, so it is retried and quarantined like a schema violation;
+  when every output of a call breaks the grammar, the schema was ignored and
+  `UnconstrainedOutputError` stops the run.
+- not JSON at all (`invalid_json`), JSON followed by prose included: constrained decoding was not
+  in force (it happened: outlines 1.3.0 with vLLM >= 0.12 ignored the schema and still answered
+  HTTP 200). That is never accepted or retried: `UnconstrainedOutputError` stops the run (target 0%
+  invalid JSON).
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ from tasks.summarize.backends.base import RawOutput, SummarizerBackend
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_S = 1.0
+# pydantic error types for what the Summary JSON schema itself encodes, so a constrained decoder
+# cannot produce them: `pattern` per item, `minItems`/`maxItems`, `additionalProperties: false`,
+# `required` and the array/string types. (No `maxLength`: string_too_long is the pattern's job.)
+# Anything else (value_error: a telescope mention) is a validator rule the grammar cannot say.
+GRAMMAR_ERROR_TYPES = frozenset({"string_pattern_mismatch", "too_short", "too_long", "extra_forbidden", "missing",
+                                 "list_type", "string_type"})
 
 
 class UnconstrainedOutputError(PermanentRemoteError):
@@ -39,7 +51,7 @@ class UnconstrainedOutputError(PermanentRemoteError):
 @dataclass(frozen=True)
 class ParsedOutput:
     summary: Summary | None
-    reason: str = "ok"  # ok | cut_off | invalid_json | schema_violation | <backend failure>
+    reason: str = "ok"  # ok | cut_off | invalid_json | grammar_violation | schema_violation | <backend failure>
     detail: str = ""
 
 
@@ -73,6 +85,7 @@ class GenerationStats:
             "invalid_json_rate": self.rate("invalid_json"),
             "cut_off_rate": self.rate("cut_off"),
             "schema_violation_rate": self.rate("schema_violation"),
+            "grammar_violation_rate": self.rate("grammar_violation"),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "generate_seconds": round(seconds, 3),
@@ -89,6 +102,8 @@ def parse_output(raw: RawOutput, model: type[Summary] = Summary) -> ParsedOutput
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
+        if err.msg == "Extra data":  # a whole JSON value, then more text: a model talking, unconstrained
+            return ParsedOutput(None, "invalid_json", f"not JSON: text after the JSON value: {text[err.pos:][:80]!r}")
         if text.startswith("{"):
             return ParsedOutput(None, "cut_off", f"unterminated JSON after {len(text)} characters ({err.msg})")
         return ParsedOutput(None, "invalid_json", f"not JSON: {text[:80]!r}")
@@ -97,9 +112,12 @@ def parse_output(raw: RawOutput, model: type[Summary] = Summary) -> ParsedOutput
     try:
         return ParsedOutput(model.model_validate(data))
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        broken = [e for e in errors if e["type"] in GRAMMAR_ERROR_TYPES]
+        first = (broken or errors)[0]
         where = ".".join(str(p) for p in first["loc"])
-        return ParsedOutput(None, "schema_violation", f"{where}: {first['msg']}"[:300])
+        reason = "grammar_violation" if broken else "schema_violation"
+        return ParsedOutput(None, reason, f"{where}: {first['msg']}"[:300])
 
 
 def _generate_with_retries(backend: SummarizerBackend, abstracts: Sequence[str], sampling: SamplingConfig,
@@ -145,6 +163,8 @@ def summarize_abstracts(
         if len(raws) != len(pending):
             raise PermanentRemoteError(f"{backend.name} backend returned {len(raws)} outputs for {len(pending)} abstracts")
         still_pending = []
+        broke_grammar = 0  # outputs with text that the grammar should have made impossible
+        texts = 0
         for index, raw in zip(pending, raws, strict=True):
             stats.outputs += 1
             stats.input_tokens += raw.input_tokens
@@ -157,12 +177,21 @@ def summarize_abstracts(
                 raise UnconstrainedOutputError(
                     f"{backend.name} backend ({backend.model_id}) returned text that is not JSON, so its structured-output "
                     f"constraint was not applied; refusing unconstrained output ({parsed.detail})")
+            texts += not raw.failure
+            broke_grammar += parsed.reason == "grammar_violation"
             if parsed.summary is not None:
                 outcome.summary, outcome.reason, outcome.detail = parsed.summary, "ok", ""
                 continue
             stats.failures[parsed.reason] += 1
             outcome.reason, outcome.detail = parsed.reason, parsed.detail
             still_pending.append(index)
+        # Only the first call holds every abstract; a retry holds just the failures, so one odd
+        # output (a grammar/validator mismatch) would otherwise look like an ignored schema.
+        if attempt == 0 and texts and broke_grammar == texts:
+            first = next(outcomes[i] for i in pending if outcomes[i].reason == "grammar_violation")
+            raise UnconstrainedOutputError(
+                f"{backend.name} backend ({backend.model_id}): all {texts} outputs of one call break the JSON schema's "
+                f"grammar, so its structured-output constraint was not applied; refusing them ({first.detail})")
         if progress is not None:
             progress(len(pending) - len(still_pending))
         if still_pending and attempt + 1 < attempts:

@@ -46,6 +46,7 @@ from schemas.summary import SUMMARY_SCHEMA_VERSION, SummarizeParams, SummaryReco
 from storage.layout import DataLayout
 from storage.tables import TableStore, table_from_records
 from tasks.summarize.backends.base import SummarizerBackend, create_backend, resolve_backend
+from tasks.summarize.backends.local_models import model_cache_id
 from tasks.summarize.caption import build_caption
 from tasks.summarize.generate import GenerationStats, Outcome, summarize_abstracts
 from tasks.summarize.prompt import clean_abstract, load_prompt
@@ -63,7 +64,11 @@ CACHE_SCHEMA = arrow_schema_for(SummaryRecord)
 # same digest and the same downstream dataset version (docs/reliability.md).
 SUMMARIES_SCHEMA = pa.schema([f for f in CACHE_SCHEMA if f.name != "created_at"])
 MAX_ABSTRACT_WORDS = 1500  # ~2k tokens: real abstracts are < 500 words; longer is a parsing accident
-CHUNK_ABSTRACTS = 64  # abstracts per batch: a task, a cache append (vLLM takes everything in one call)
+CHUNK_ABSTRACTS = 64  # abstracts per batch: a task, a cache append
+# vLLM's batches: one LLM.chat call each, so its scheduler has far more sequences than it can run
+# at once (a few hundred on an H100), while every 1,024 finished abstracts reach the cache: a run
+# killed late keeps all but the last batch. (~4,400 abstracts: 5 batches.)
+VLLM_BATCH_PROMPTS = 1024
 MAX_BATCHES = 128  # more pending abstracts than this many chunks hold make the batches bigger, not more
 CUTOFF_RATE_TARGET = 0.005
 
@@ -76,28 +81,35 @@ def default_model_id(params: SummarizeParams) -> str:
         from tasks.summarize.backends.extractive import ExtractiveBackend
 
         return ExtractiveBackend(params.limits).model_id
+    # A local model directory is keyed by what it holds, not by how its path was spelt.
     if params.backend == "transformers":
         from tasks.summarize.backends.transformers_backend import DEFAULT_TRANSFORMERS_MODEL
 
-        return params.model or DEFAULT_TRANSFORMERS_MODEL
+        return model_cache_id(params.model or DEFAULT_TRANSFORMERS_MODEL)
     if params.backend == "vllm":
         from tasks.summarize.backends.vllm_backend import DEFAULT_VLLM_MODEL
 
-        return params.model or DEFAULT_VLLM_MODEL
+        return model_cache_id(params.model or DEFAULT_VLLM_MODEL)
     return params.model
+
+
+# Backends that read no prompt and sample nothing: the prompt and the sampling settings do not
+# change their summaries, so they stay out of the cache key (a new seed must not miss the cache).
+_NO_PROMPT_NO_SAMPLING = {"extractive"}
 
 
 def summary_config(params: SummarizeParams, model_id: str) -> dict[str, Any]:
     """Everything that determines a summary besides its abstract: the per-abstract cache identity."""
-    uses_prompt = params.backend != "extractive"
-    return {
+    config: dict[str, Any] = {
         "backend": params.backend,
         "model_id": model_id,
-        "prompt_version": load_prompt(params.prompt_version).key if uses_prompt else "none",
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "schema_digest": summary_schema_digest(params.limits),
-        "sampling": params.sampling.to_json(),
     }
+    if params.backend not in _NO_PROMPT_NO_SAMPLING:
+        config["prompt_version"] = load_prompt(params.prompt_version).key
+        config["sampling"] = params.sampling.to_json()
+    return config
 
 
 def summary_cache_key(abstract_sha256: str, config: dict[str, Any]) -> str:
@@ -158,8 +170,9 @@ def _quarantine(store: TableStore, failures: list[tuple[str, str, str]]) -> int:
 # loaded model.
 _NOT_BACKEND = {"data", "limit", "max_attempts", "retry_failed"}
 # Backends whose generate() may run in several threads at once: the extractive one is pure, and
-# the openai one is a client with its own request pool. The others hold a model (transformers on
-# one device, vLLM scheduling its own batch) and take one batch at a time.
+# the openai one is a client whose one request pool bounds the requests of all its batches
+# together. The others hold a model (transformers on one device, vLLM scheduling its own batch)
+# and take one batch at a time.
 _CONCURRENT_BACKENDS = {"extractive", "openai"}
 
 
@@ -306,15 +319,14 @@ def plan_summarize(params: SummarizeParams) -> SummarizePlan:
 def summary_batches(plan: SummarizePlan) -> list[list[dict[str, str]]]:
     """The pending abstracts in batches, the same on every task runner (so are the outputs).
 
-    vLLM schedules its own batch: everything goes in one call. Others get CHUNK_ABSTRACTS per
-    batch, grown so that a run never has more than MAX_BATCHES of them (bounded task count).
+    vLLM schedules its own batch, so it gets VLLM_BATCH_PROMPTS per call; others CHUNK_ABSTRACTS.
+    Either grows so that a run never has more than MAX_BATCHES batches (bounded task count).
     """
     pending = plan.pending
     if not pending:
         return []
-    if plan.params.backend == "vllm":
-        return [pending]
-    size = max(CHUNK_ABSTRACTS, math.ceil(len(pending) / MAX_BATCHES))
+    chunk = VLLM_BATCH_PROMPTS if plan.params.backend == "vllm" else CHUNK_ABSTRACTS
+    size = max(chunk, math.ceil(len(pending) / MAX_BATCHES))
     return [pending[start:start + size] for start in range(0, len(pending), size)]
 
 
@@ -324,13 +336,15 @@ def _record(item: dict[str, str], outcome: Outcome, config: dict[str, Any]) -> d
     summary = outcome.summary
     assert summary is not None
     caption = build_caption(summary.objects_and_phenomena, summary.science_use_cases)
+    # A backend that ignores sampling records none (and seed 0), so its rows do not depend on the seed.
+    samples = "sampling" in config
     record = SummaryRecord(
         proposal_id=item["proposal_id"], abstract_sha256=item["abstract_sha256"],
         objects_and_phenomena=summary.objects_and_phenomena,
         science_use_cases=summary.science_use_cases, caption=caption.text, caption_tokens=caption.tokens,
         truncated=caption.truncated, backend=config["backend"], model_id=config["model_id"],
-        prompt_version=config["prompt_version"], schema_version=config["schema_version"],
-        sampling=config["sampling"], seed=outcome.seed, attempts=outcome.attempts,
+        prompt_version=config.get("prompt_version", "none"), schema_version=config["schema_version"],
+        sampling=config.get("sampling", "none"), seed=outcome.seed if samples else 0, attempts=outcome.attempts,
         output_tokens=outcome.output_tokens, cache_key=item["key"])
     return record.model_dump(mode="json")
 

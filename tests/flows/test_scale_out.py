@@ -157,8 +157,8 @@ def test_a_chunk_is_a_shard_and_shards_hold_whole_row_groups(roots, tmp_path):
     assert Path(root, "datasets", built.digest, "manifest.json").exists()
 
 
-def test_batches_are_bounded_and_vllm_gets_one(tmp_path):
-    from tasks.summarize.stage import MAX_BATCHES, SummarizePlan, summary_batches
+def test_batches_are_bounded_and_vllm_gets_large_ones(tmp_path):
+    from tasks.summarize.stage import MAX_BATCHES, VLLM_BATCH_PROMPTS, SummarizePlan, summary_batches
 
     pending = [{"key": str(i), "proposal_id": str(i), "abstract_sha256": "", "text": "x"} for i in range(20_000)]
 
@@ -168,7 +168,15 @@ def test_batches_are_bounded_and_vllm_gets_one(tmp_path):
 
     batches = summary_batches(plan("extractive"))
     assert len(batches) <= MAX_BATCHES and [i for b in batches for i in b] == pending
-    assert len(summary_batches(plan("vllm"))) == 1
+    # vLLM: one call per VLLM_BATCH_PROMPTS, so each finished call reaches the cache (a kill keeps it).
+    vllm = summary_batches(plan("vllm"))
+    assert [len(b) for b in vllm] == [VLLM_BATCH_PROMPTS] * 19 + [20_000 - 19 * VLLM_BATCH_PROMPTS]
+    assert [i for b in vllm for i in b] == pending
+    small_vllm = plan("vllm")
+    small_vllm.pending = pending[:VLLM_BATCH_PROMPTS]
+    assert len(summary_batches(small_vllm)) == 1  # a small run is still one call
+    small_vllm.pending = pending[:VLLM_BATCH_PROMPTS + 1]
+    assert [len(b) for b in summary_batches(small_vllm)] == [VLLM_BATCH_PROMPTS, 1]
     small = plan("extractive")
     small.pending = pending[:CHUNK_ABSTRACTS + 1]
     assert [len(b) for b in summary_batches(small)] == [CHUNK_ABSTRACTS, 1]

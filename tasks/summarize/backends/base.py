@@ -78,8 +78,3 @@ def resolve_backend(name: str) -> BackendFactory:
 def create_backend(params: SummarizeParams) -> SummarizerBackend:
     """The backend `params.backend` names, configured by `params`."""
     return resolve_backend(params.backend)(params)
-
-
-def missing_extra(package: str, extra: str, purpose: str) -> InputError:
-    """The one-line error for an optional dependency that is not installed."""
-    return InputError(f"{purpose} needs the '{package}' package: pip install 'hubbleclip[{extra}]'")

@@ -10,8 +10,6 @@ mass mapping, ...) fill the remaining places.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -25,13 +23,17 @@ from schemas.summary import (
     item_pattern,
     summary_model,
 )
+from tasks.code_version import code_version
 from tasks.summarize import vocabulary
 from tasks.summarize.backends.base import RawOutput
 from tasks.summarize.prompt import clean_abstract
 
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]])[.;!?](?=\s|$)")
 CUE_WINDOW_CHARS = 140
-EXTRACTIVE_VERSION = 1  # bump when the matching rules below change: it is part of the model id
+# What the summaries are a function of: this code, the term lists and cues, and the curated
+# classes they rank first. Their source is hashed, so any edit to them is a new model id, hence new
+# cache keys, with no hand-kept list of what to digest.
+EXTRACTIVE_MODULES = ("tasks.summarize.backends.extractive", "tasks.summarize.vocabulary", "schemas.vocabulary")
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,9 @@ class Match:
     end: int
 
 
-def vocabulary_digest() -> str:
-    """Changes whenever the vocabulary does, so cached extractive summaries follow it."""
-    blob = json.dumps([vocabulary.CLASS_SYNONYMS, vocabulary.EXTRA_OBJECTS, vocabulary.SCIENCE_USE_CASES,
-                       vocabulary.ACRONYMS, vocabulary.VERB_CUES, sorted(vocabulary.GENERIC_ITEMS),
-                       EXTRACTIVE_VERSION, CUE_WINDOW_CHARS], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def extractive_model_id() -> str:
+    """Changes whenever the code or vocabulary behind the summaries does, so cached ones follow it."""
+    return f"vocabulary-{code_version(*EXTRACTIVE_MODULES)[:12]}"
 
 
 def find_terms(text: str, terms: Sequence[vocabulary.Term]) -> list[Match]:
@@ -128,7 +127,7 @@ class ExtractiveBackend:
 
     def __init__(self, limits: SummaryLimits = SummaryLimits()):  # noqa: B008
         self.limits = limits
-        self.model_id = f"vocabulary-{vocabulary_digest()[:12]}"
+        self.model_id = extractive_model_id()
 
     def generate(self, abstracts: Sequence[str], sampling: SamplingConfig) -> list[RawOutput]:
         outputs = []

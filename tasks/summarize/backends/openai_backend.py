@@ -7,8 +7,15 @@ A server that ignores that field (older vLLM; outlines 1.3.0 sent the removed `g
 still answers HTTP 200 with free text, so every answer is parsed and a non-JSON one stops the
 run (tasks/summarize/generate.py) instead of being accepted.
 
-`concurrency` requests are kept in flight from a thread pool; the server batches them
+`concurrency` requests are kept in flight from one thread pool per backend, shared by every batch
+this process runs side by side, so `concurrency` bounds the process; the server batches them
 (continuous batching), so throughput grows with concurrency until its KV cache is full.
+
+A request the server rejects (a 4xx, e.g. one abstract over the model's context length) fails
+that abstract only: it comes back as a `request_rejected` output, is retried like any failure and
+then quarantined with the server's message. Only when every request of a call is rejected, before
+the server has accepted any, is it the configuration's fault (a wrong model name, an unsupported
+schema) and the run stops with that error.
 """
 
 from __future__ import annotations
@@ -18,10 +25,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from schemas.errors import InputError, PermanentRemoteError, RemoteError
+from schemas.errors import InputError, PermanentRemoteError, RemoteError, missing_extra
 from schemas.summary import SamplingConfig, SummarizeParams, SummaryLimits, summary_json_schema
 from tasks.secrets import get_secret
-from tasks.summarize.backends.base import RawOutput, missing_extra
+from tasks.summarize.backends.base import RawOutput
 from tasks.summarize.prompt import PromptTemplate, load_prompt
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,9 @@ def _as_hubbleclip_error(err: Exception, base_url: str) -> Exception:
                                      | openai.InternalServerError)
     message = f"vLLM server at {base_url}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return RemoteError(message) if retryable else PermanentRemoteError(message)
+
+
+MAX_DETAIL_CHARS = 200  # the server's message kept with a rejected abstract
 
 
 class OpenAIBackend:
@@ -55,6 +65,10 @@ class OpenAIBackend:
         self.prompt = prompt
         self.limits = limits
         self.concurrency = params.concurrency
+        # One pool for the backend's life: batches running side by side share it, so at most
+        # `concurrency` requests are in flight from this process, not that many per batch.
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai-request")
+        self.accepted_any = False  # set once the server answers a request: it and the model name work
         # The client's own retries cover single dropped connections; the stage retries the rest.
         # The key comes from the environment (a Secret block under Prefect), never from params.
         self.client = openai.OpenAI(base_url=params.base_url, api_key=get_secret("vllm_api_key") or "EMPTY",
@@ -85,21 +99,33 @@ class OpenAIBackend:
             except Exception as err:  # noqa: BLE001 - classified below, per request
                 return _as_hubbleclip_error(err, self.base_url)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(abstracts)))) as pool:
-            results: list[Any] = list(pool.map(attempt, abstracts))
+        results: list[Any] = list(self.pool.map(attempt, abstracts))
         errors = [r for r in results if isinstance(r, Exception)]
-        permanent = [e for e in errors if isinstance(e, PermanentRemoteError)]
-        if permanent:
-            raise permanent[0]  # a 4xx is the request's fault (schema unsupported, unknown model): stop
-        if errors and len(errors) == len(results):
-            raise errors[0]  # the server is down or overloaded: let the caller retry the whole call
+        rejected = [e for e in errors if isinstance(e, PermanentRemoteError)]
+        transient = [e for e in errors if not isinstance(e, PermanentRemoteError)]
+        if rejected and len(rejected) == len(results) and not self.accepted_any:
+            raise rejected[0]  # every request refused by a server that never accepted one: misconfigured, stop
+        if transient and len(errors) == len(results):
+            raise transient[0]  # down or overloaded: the caller retries the whole call
+        if len(errors) < len(results):
+            self.accepted_any = True
         if errors:
-            log.warning("%d of %d requests to %s failed; they will be retried", len(errors), len(results), self.base_url)
-        return [RawOutput("", failure="request_failed", detail=str(r)) if isinstance(r, Exception) else RawOutput(r)
-                for r in results]
+            log.warning("%d of %d requests to %s failed (%d rejected); they will be retried", len(errors),
+                        len(results), self.base_url, len(rejected))
+        return [_as_output(r) for r in results]
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True)
         self.client.close()
+
+
+def _as_output(result: str | Exception) -> RawOutput:
+    """One request's answer, or why it has none: rejected by the server (4xx) or failed in transit."""
+    if isinstance(result, PermanentRemoteError):
+        return RawOutput("", failure="request_rejected", detail=str(result)[:MAX_DETAIL_CHARS])
+    if isinstance(result, Exception):
+        return RawOutput("", failure="request_failed", detail=str(result))
+    return RawOutput(result)
 
 
 def create_openai_backend(params: SummarizeParams) -> OpenAIBackend:

@@ -26,9 +26,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from schemas.errors import InputError
+from schemas.errors import InputError, missing_extra
 from schemas.summary import SamplingConfig, SummarizeParams, SummaryLimits, summary_model
-from tasks.summarize.backends.base import RawOutput, missing_extra
+from tasks.summarize.backends.base import RawOutput
 from tasks.summarize.prompt import PromptTemplate, load_prompt
 
 log = logging.getLogger(__name__)

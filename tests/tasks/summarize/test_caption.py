@@ -31,6 +31,16 @@ def test_long_caption_drops_trailing_items_until_it_fits():
     assert count_clip_tokens(caption.text) == caption.tokens
 
 
+# One item per list of 4 rare 24-character words: within the default grammar, far over 77 tokens.
+RARE_ITEM = " ".join(["x9q7z3k1v8j2w6p4m5n0b7c3"] * 4)
+
+
+def test_a_caption_still_too_long_keeps_its_real_token_count():
+    caption = build_caption([RARE_ITEM], [RARE_ITEM])
+    assert caption.truncated and caption.text == join_caption([RARE_ITEM], [RARE_ITEM])  # CLIP cuts the text
+    assert caption.tokens == count_clip_tokens(caption.text) > 77  # not capped: the run's maximum shows it
+
+
 def test_caption_needs_both_lists():
     with pytest.raises(ValueError):
         build_caption([], ["photometry"])

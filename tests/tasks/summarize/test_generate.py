@@ -11,6 +11,7 @@ from schemas.errors import RemoteError
 from schemas.summary import SamplingConfig, SummaryLimits
 from tasks.summarize.backends.base import RawOutput, SummarizerBackend
 from tasks.summarize.generate import (
+    GRAMMAR_ERROR_TYPES,
     GenerationStats,
     UnconstrainedOutputError,
     parse_output,
@@ -19,6 +20,10 @@ from tasks.summarize.generate import (
 
 VALID = json.dumps({"objects_and_phenomena": ["dark matter"], "science_use_cases": ["mass mapping"]})
 HUBBLE = json.dumps({"objects_and_phenomena": ["dark matter"], "science_use_cases": ["HST imaging"]})
+# What a server that ignored the schema writes when the model still answers JSON-ish.
+OFF_GRAMMAR = json.dumps({"objects_and_phenomena": ["dark matter halos, dwarf galaxies"],
+                          "science_use_cases": ["mass mapping"], "notes": "sure!"})
+PROSE_AFTER = VALID + "\nHope this helps!"
 
 
 class ScriptedBackend:
@@ -53,8 +58,14 @@ def test_scripted_backend_satisfies_the_protocol():
     ("Sure! The abstract is about dark matter.", "invalid_json"),
     ("", "invalid_json"),
     ("[1, 2]", "invalid_json"),
-    (HUBBLE, "schema_violation"),
-    (json.dumps({"objects_and_phenomena": ["a"], "science_use_cases": ["b"], "extra": 1}), "schema_violation"),
+    (PROSE_AFTER, "invalid_json"),  # whole JSON, then a model talking: not a cut-off
+    (HUBBLE, "schema_violation"),  # a validator's rule, which no grammar says
+    (json.dumps({"objects_and_phenomena": ["a"], "science_use_cases": ["b"], "extra": 1}), "grammar_violation"),
+    (OFF_GRAMMAR, "grammar_violation"),
+    (json.dumps({"objects_and_phenomena": ["a"] * 6, "science_use_cases": ["b"]}), "grammar_violation"),
+    (json.dumps({"objects_and_phenomena": [], "science_use_cases": ["b"]}), "grammar_violation"),
+    (json.dumps({"objects_and_phenomena": ["a"]}), "grammar_violation"),
+    (json.dumps({"objects_and_phenomena": "a", "science_use_cases": [1]}), "grammar_violation"),
 ])
 def test_parse_output_classifies(text, reason):
     parsed = parse_output(RawOutput(text))
@@ -83,6 +94,62 @@ def test_unconstrained_text_stops_the_run():
         summarize_abstracts(backend, ["a", "b"], sampling=SamplingConfig())
 
 
+def test_json_followed_by_prose_stops_the_run_instead_of_counting_as_a_cut_off():
+    parsed = parse_output(RawOutput(PROSE_AFTER))
+    assert parsed.reason == "invalid_json" and "Hope this helps" in parsed.detail
+    backend = ScriptedBackend({("b", 0): PROSE_AFTER})
+    with pytest.raises(UnconstrainedOutputError, match="not JSON"):
+        summarize_abstracts(backend, ["a", "b"], sampling=SamplingConfig())
+    assert len(backend.calls) == 1  # never retried
+
+
+def test_grammar_error_types_are_what_the_json_schema_encodes():
+    """A keyword added to (or dropped from) the schema must be added to (or dropped from) the set."""
+    from schemas.summary import summary_json_schema
+
+    schema = summary_json_schema()
+    keywords = {"required"} if schema["required"] else set()
+    keywords |= {"additionalProperties"} if schema["additionalProperties"] is False else set()
+    for prop in schema["properties"].values():
+        keywords |= {k for k in prop if k in {"minItems", "maxItems", "type"}}
+        keywords |= {k for k in prop["items"] if k in {"pattern", "maxLength", "minLength"}}
+    by_keyword = {"required": {"missing"}, "additionalProperties": {"extra_forbidden"}, "minItems": {"too_short"},
+                  "maxItems": {"too_long"}, "type": {"list_type", "string_type"},
+                  "pattern": {"string_pattern_mismatch"}, "maxLength": {"string_too_long"},
+                  "minLength": {"string_too_short"}}
+    assert set().union(*(by_keyword[k] for k in keywords)) == GRAMMAR_ERROR_TYPES
+
+
+def test_one_output_off_the_grammar_is_retried_then_quarantined_under_its_own_reason():
+    # Alone in its retry calls, it must still not stop the run: it may be a grammar/validator mismatch.
+    backend = ScriptedBackend({("a", s): OFF_GRAMMAR for s in range(3)})
+    stats = GenerationStats()
+    outcomes = summarize_abstracts(backend, ["a", "b"], sampling=SamplingConfig(), max_attempts=3, stats=stats)
+    assert [(o.reason, o.attempts) for o in outcomes] == [("grammar_violation", 3), ("ok", 1)]
+    assert "pattern" in outcomes[0].detail
+    assert [c[0] for c in backend.calls] == [["a", "b"], ["a"], ["a"]]
+    assert stats.failures == {"grammar_violation": 3} and stats.as_dict()["grammar_violation_rate"] == 0.75
+
+
+def test_a_call_whose_every_output_breaks_the_grammar_stops_the_run():
+    backend = ScriptedBackend({("a", 0): OFF_GRAMMAR, ("b", 0): OFF_GRAMMAR.replace("halos", "cores")})
+    with pytest.raises(UnconstrainedOutputError, match="all 2 outputs of one call break the JSON schema's grammar"):
+        summarize_abstracts(backend, ["a", "b"], sampling=SamplingConfig())
+    assert len(backend.calls) == 1
+
+
+def test_backend_failures_do_not_count_as_outputs_that_break_the_grammar():
+    class HalfDown(ScriptedBackend):
+        def generate(self, abstracts, sampling):
+            outputs = super().generate(abstracts, sampling)
+            return [RawOutput("", failure="request_failed", detail="503") if a == "b" else o
+                    for a, o in zip(abstracts, outputs, strict=True)]
+
+    outcomes = summarize_abstracts(HalfDown({("a", s): OFF_GRAMMAR for s in range(3)}), ["a", "b", "c"],
+                                   sampling=SamplingConfig())
+    assert [o.reason for o in outcomes] == ["grammar_violation", "request_failed", "ok"]
+
+
 def test_infrastructure_errors_are_retried_a_bounded_number_of_times(monkeypatch):
     monkeypatch.setattr("tasks.summarize.generate.RETRY_PAUSE_S", 0.0)
     flaky = ScriptedBackend({("*", 0): RemoteError("503")})
@@ -104,10 +171,12 @@ def test_infrastructure_errors_are_retried_a_bounded_number_of_times(monkeypatch
 
 
 def test_limits_apply_to_parsing():
+    # Three words break a two-word grammar (the other abstract's two words fit, so the run goes on).
     long_items = json.dumps({"objects_and_phenomena": ["one two three"], "science_use_cases": ["x"]})
-    outcome = summarize_abstracts(ScriptedBackend({("a", s): long_items for s in range(3)}), ["a"],
-                                  sampling=SamplingConfig(), limits=SummaryLimits(max_words=2))[0]
-    assert outcome.reason == "schema_violation" and "pattern" in outcome.detail
+    outcome, fits = summarize_abstracts(ScriptedBackend({("a", s): long_items for s in range(3)}), ["a", "b"],
+                                        sampling=SamplingConfig(), limits=SummaryLimits(max_words=2))
+    assert outcome.reason == "grammar_violation" and "pattern" in outcome.detail
+    assert fits.reason == "ok"
 
 
 def test_progress_counts_every_abstract_once():

@@ -26,7 +26,7 @@ FREE_TEXT = "Sure! This proposal studies dark matter in merging galaxy clusters 
 
 
 class FakeVLLMServer:
-    """Records every request; `mode` picks the behaviour: honour | ignore | fail_first | cutoff | http400."""
+    """Records every request; `mode` picks the behaviour: honour | ignore | fail_first | cutoff | http400 | reject_long."""
 
     def __init__(self, mode: str = "honour", delay_s: float = 0.0):
         self.mode = mode
@@ -73,6 +73,10 @@ class FakeVLLMServer:
             def _answer(self, body: dict, number: int) -> None:
                 if server.mode == "http400":
                     self._send(400, {"error": {"message": "structured_outputs: unsupported schema", "type": "BadRequest"}})
+                    return
+                if server.mode == "reject_long" and "LONG" in body["messages"][-1]["content"]:
+                    self._send(400, {"error": {"message": "This model's maximum context length is 2048 tokens",
+                                               "type": "BadRequestError"}})
                     return
                 if server.mode == "fail_first" and number == 1:
                     self._send(503, {"error": {"message": "overloaded"}})
@@ -168,6 +172,52 @@ def test_a_transient_server_error_is_retried(server):
 def test_a_rejected_request_is_a_permanent_error(server):
     with pytest.raises(PermanentRemoteError, match="BadRequest|unsupported schema"):
         _backend(server, model="m").generate(["We study dark matter."], SamplingConfig())
+
+
+@pytest.mark.parametrize("server", [("reject_long", 0.0)], indirect=True)
+def test_a_rejected_request_fails_its_abstract_only_and_is_quarantined_with_the_reason(server):
+    """One abstract over the model's context length must not stop the batch (nor every rerun)."""
+    backend = _backend(server, model="m", concurrency=4)
+    abstracts = [f"abstract {i} about dark matter" for i in range(7)] + ["a LONG abstract"]
+    outcomes = summarize_abstracts(backend, abstracts, sampling=SamplingConfig(), max_attempts=3)
+    assert [o.reason for o in outcomes[:7]] == ["ok"] * 7
+    rejected = outcomes[7]
+    assert (rejected.reason, rejected.attempts, rejected.summary) == ("request_rejected", 3, None)
+    assert "maximum context length is 2048 tokens" in rejected.detail and len(rejected.detail) <= 200
+    # Retried with the others' seeds like any failure: alone in its retry calls, it is still not the
+    # server's configuration that is wrong (the server accepted the other requests).
+    assert [r["seed"] for r in server.requests if "LONG" in r["messages"][-1]["content"]] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("server", [("honour", 0.05)], indirect=True)
+def test_concurrency_bounds_the_backend_not_each_batch(server):
+    """Batches run side by side on one backend (the stage shares it): together at most `concurrency`."""
+    backend = _backend(server, model="m", concurrency=3)
+    # Counted in this process, where the bound is (the server's count races its own replies).
+    lock, in_flight, peak, send = threading.Lock(), [0], [0], backend._request
+
+    def counted(abstract, sampling):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            return send(abstract, sampling)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    backend._request = counted
+    batches = [[f"batch {b} abstract {i} about dark matter" for i in range(6)] for b in range(3)]
+    results: list = []
+    threads = [threading.Thread(target=lambda batch=batch: results.append(backend.generate(batch, SamplingConfig())))
+               for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3 and all(raw.text for outputs in results for raw in outputs)
+    assert 2 <= peak[0] <= 3
+    backend.close()
 
 
 def test_an_unreachable_server_is_a_retryable_error():

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from schemas.errors import InputError
-from schemas.summary import SUMMARY_SCHEMA_VERSION, SummarizeParams
+from schemas.summary import SUMMARY_SCHEMA_VERSION, SummarizeParams, SummaryRecord
 from storage.layout import DataLayout
 from storage.tables import TableStore
+from tasks.code_version import code_version
 from tasks.summarize import run_summarize
-from tasks.summarize.caption import join_caption
-from tasks.summarize.stage import CACHE_TABLE, SUMMARIES_TABLE
+from tasks.summarize.caption import count_clip_tokens, join_caption
+from tasks.summarize.stage import (
+    CACHE_TABLE,
+    SUMMARIES_TABLE,
+    default_model_id,
+    summary_cache_key,
+    summary_config,
+)
 
 ABSTRACTS = {
     "101": "We propose to measure internal proper motions of stars in globular clusters.",
@@ -38,7 +47,8 @@ def test_summaries_table_has_one_validated_row_per_proposal(tmp_path, write_prop
     assert row["caption"] == join_caption(row["objects_and_phenomena"], row["science_use_cases"])
     assert all(r["caption_tokens"] <= 77 and not r["truncated"] for r in rows.values())
     assert (row["backend"], row["prompt_version"], row["schema_version"]) == ("extractive", "none", SUMMARY_SCHEMA_VERSION)
-    assert row["model_id"].startswith("vocabulary-") and json.loads(row["sampling"])["temperature"] == 0.0
+    assert row["model_id"].startswith("vocabulary-")
+    assert (row["sampling"], row["seed"]) == ("none", 0)  # extractive samples nothing: no settings to record
     assert len(row["abstract_sha256"]) == 64 and "created_at" not in row  # deterministic: no clock
     assert all(r["created_at"] is not None for r in store.read(CACHE_TABLE).to_pylist())
     manifest = store.manifest(SUMMARIES_TABLE)
@@ -127,3 +137,95 @@ def test_quarantined_abstracts_are_tried_again_only_when_asked(tmp_path, write_p
     retried = run_summarize(SummarizeParams(data=data, retry_failed=True))
     assert not retried.cached and retried.stats["summaries"] == 3 and retried.stats["generated"] == 3
     assert run_summarize(SummarizeParams(data=data)).digest == retried.digest  # no new key for the flag
+
+
+def test_extractive_cache_key_ignores_sampling_and_a_new_seed_reuses_everything(tmp_path, write_proposals):
+    keys = set()
+    for changes in ({}, {"seed": 1}, {"max_new_tokens": 512}, {"temperature": 0.7}, {"prompt_version": "v9"}):
+        params = SummarizeParams(backend="extractive", **changes)
+        keys.add(summary_cache_key("0" * 64, summary_config(params, default_model_id(params))))
+    assert len(keys) == 1
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items()))
+    first = run_summarize(SummarizeParams(data=data))
+    again = run_summarize(SummarizeParams(data=data, seed=7, max_new_tokens=1000))
+    assert again.cached and again.digest == first.digest
+    # The LLM backends sample: their keys still follow the settings.
+    llm = [SummarizeParams(backend="transformers", model="tiny-random", **c) for c in ({}, {"seed": 1})]
+    assert len({summary_cache_key("0" * 64, summary_config(p, "tiny-random")) for p in llm}) == 2
+
+
+def test_extractive_model_id_follows_edits_to_its_code_and_the_curated_classes(monkeypatch):
+    from tasks.summarize.backends.extractive import EXTRACTIVE_MODULES, ExtractiveBackend
+
+    def model_id_if_edited(name: str | None) -> str:
+        """The model id as if a '#' were appended to the source file ending in `name`."""
+        real = Path.read_bytes
+
+        def edited(path: Path) -> bytes:
+            return real(path) + (b"#" if name and path.as_posix().endswith(name) else b"")
+
+        monkeypatch.setattr(Path, "read_bytes", edited)
+        code_version.cache_clear()
+        try:
+            return ExtractiveBackend().model_id
+        finally:
+            monkeypatch.undo()
+            code_version.cache_clear()
+
+    now = model_id_if_edited(None)
+    assert now == f"vocabulary-{code_version(*EXTRACTIVE_MODULES)[:12]}"
+    for edited in ("schemas/vocabulary.py", "tasks/summarize/vocabulary.py", "tasks/summarize/backends/extractive.py"):
+        assert model_id_if_edited(edited) != now, edited
+    assert model_id_if_edited("tasks/summarize/caption.py") == now  # not what the summaries depend on
+
+
+def _model_dir(path: Path, weights: bytes) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_a_local_model_directory_is_keyed_by_its_contents_not_its_spelling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = _model_dir(tmp_path / "ckpt", b"\x01" * 3_000_000)
+
+    def model_id(model: str) -> str:
+        return default_model_id(SummarizeParams(backend="transformers", model=model))
+
+    relative, absolute = model_id("./ckpt"), model_id(str(ckpt))
+    assert relative == absolute and relative.startswith(f"{ckpt.resolve()}@")
+    assert model_id("ckpt/") == relative
+    (ckpt / "model.safetensors").write_bytes(b"\x02" * 3_000_000)  # retrained: same name, same size
+    assert model_id("./ckpt") != relative
+    (ckpt / "config.json").write_text('{"model_type": "llama", "rope_theta": 1}')
+    assert len({relative, model_id("./ckpt"), model_id(str(ckpt))}) == 2
+    # A hub id or a named model is its name; so is a vLLM model, local or not.
+    assert model_id("org/some-model") == "org/some-model" and model_id("tiny-random") == "tiny-random"
+    vllm = SummarizeParams(backend="vllm", model=os.path.join(".", "ckpt"))
+    assert default_model_id(vllm) == model_id(str(ckpt))
+
+
+def test_the_run_reports_the_real_length_of_a_caption_clip_will_cut(tmp_path, write_proposals, monkeypatch):
+    from tasks.summarize.backends.base import RawOutput
+    from tasks.summarize.backends.extractive import ExtractiveBackend
+
+    rare = " ".join(["x9q7z3k1v8j2w6p4m5n0b7c3"] * 4)  # 4 rare 24-character words: within the grammar
+    answer = json.dumps({"objects_and_phenomena": [rare], "science_use_cases": [rare]})
+    monkeypatch.setattr(ExtractiveBackend, "generate", lambda self, abstracts, sampling: [
+        RawOutput(answer) for _ in abstracts])
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items())[:1])
+    result = run_summarize(SummarizeParams(data=data))
+    real = count_clip_tokens(join_caption([rare], [rare]))
+    assert real > 77 and result.stats["caption_tokens_max"] == real and result.stats["truncation_rate"] == 1.0
+    (row,) = _store(data).read(SUMMARIES_TABLE).to_pylist()
+    assert (row["caption_tokens"], row["truncated"]) == (real, True)
+
+
+def test_a_row_may_count_more_than_77_tokens_only_when_marked_truncated():
+    row = dict(proposal_id="12", abstract_sha256="0" * 64, objects_and_phenomena=["a"], science_use_cases=["b"],
+               caption="a; b", caption_tokens=195, backend="extractive", model_id="m", prompt_version="none",
+               schema_version=1, sampling="none", seed=0, attempts=1, output_tokens=1, cache_key="0" * 64)
+    assert SummaryRecord(**row, truncated=True).caption_tokens == 195
+    with pytest.raises(ValueError, match="not marked truncated"):
+        SummaryRecord(**row, truncated=False)
