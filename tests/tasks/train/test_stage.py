@@ -16,17 +16,15 @@ from tasks.dataset.synthetic import write_synthetic_inputs
 from tasks.train import load_trained, run_train
 from tasks.train.model import TINY_MODEL
 from tasks.train.run_log import read_metrics
+from tests.tasks.train.conftest import build_small_dataset
 
 SIZE = 80  # stored preview side: the tiny preset crops 64 px from it
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    data = str(tmp_path_factory.mktemp("train-stage") / "data")
-    write_synthetic_inputs(data, proposals=40, images_per_proposal=3, size=SIZE, seed=2)
-    result = run_build_dataset(BuildDatasetParams(data=data, image_size=SIZE, row_group_rows=16,
-                                                  train_fraction=0.6, val_fraction=0.3, test_fraction=0.1))
-    return data, result.digest
+    return build_small_dataset(tmp_path_factory.mktemp("train-stage"), proposals=40, seed=2,
+                               fractions=(0.6, 0.3, 0.1), size=SIZE)
 
 
 def _params(data: str, **overrides) -> TrainParams:

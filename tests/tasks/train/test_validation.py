@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from schemas.dataset import BuildDatasetParams
 from schemas.train import TrainParams
-from tasks.dataset import run_build_dataset
-from tasks.dataset.synthetic import write_synthetic_inputs
 from tasks.train.batches import BatchStream
 from tasks.train.data import VAL_KEEP_BYTES, CachedPasses, open_training_data
 from tasks.train.distributed import DistInfo
@@ -16,6 +13,7 @@ from tasks.train.loop import FitState, Trainer, fit
 from tasks.train.model import create_clip, get_tokenizer
 from tasks.train.presets import resolve_config
 from tasks.train.stage import seed_everything
+from tests.tasks.train.conftest import build_small_dataset
 from tests.tasks.train.synthetic import SyntheticPairs
 
 SIZE = 80  # stored preview side: the tiny preset crops 64 px from it
@@ -125,11 +123,8 @@ def test_fit_validates_with_the_numbers_of_a_rebuilt_source(tiny_config, tiny_to
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    data = str(tmp_path_factory.mktemp("validation") / "data")
-    write_synthetic_inputs(data, proposals=80, images_per_proposal=3, size=SIZE, seed=4)
-    result = run_build_dataset(BuildDatasetParams(data=data, image_size=SIZE, row_group_rows=16,
-                                                  train_fraction=0.4, val_fraction=0.5, test_fraction=0.1))
-    return data, result.digest
+    return build_small_dataset(tmp_path_factory.mktemp("validation"), proposals=80, seed=4,
+                               fractions=(0.4, 0.5, 0.1), size=SIZE)
 
 
 def test_the_dataset_validation_passes_equal_a_fresh_loaders(dataset):
