@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -79,14 +80,17 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
-def remove_stale_temporaries(url: str) -> int:
-    """Delete temporaries left by killed writers under `url`; returns how many."""
+def remove_stale_temporaries(url: str, *, spare: Callable[[str], bool] | None = None) -> int:
+    """Delete temporaries left by killed writers under `url`; returns how many.
+
+    `spare(path)` True keeps that temporary: one a live writer may still commit.
+    """
     fs, path = open_fs(url)
     if not fs.exists(path):
         return 0
     removed = 0
     for found in fs.find(path):
-        if found.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+        if found.rsplit("/", 1)[-1].startswith(TMP_PREFIX) and not (spare and spare(found)):
             fs.rm(found)
             removed += 1
     return removed

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from schemas.errors import InputError
 from schemas.manifest import Manifest
 from storage import DataLayout
 from storage.fs import atomic_write_text, exists, join, open_fs, read_text, remove_stale_temporaries
-from storage.gc import youngest_age_s
+from storage.gc import age_s, youngest_age_s
 from tasks.dataset.shards import sha256_of
 
 if TYPE_CHECKING:
@@ -229,7 +230,8 @@ def gc_versions(data: str, *, keep: int = 3, dry_run: bool = False, min_age_s: f
     """Delete interrupted builds and all but the `keep` newest completed versions (never `latest`).
 
     A build without a manifest that wrote something in the last `min_age_s` seconds may still be
-    running and is spared (give more than a shard takes to write). Returns the version
+    running and is spared, with its young temporaries (give more than a shard takes to write; a
+    store that cannot tell modification times spares nothing). Returns the version
     directories removed (or that would be, with dry_run).
     """
     if keep < 0:
@@ -253,5 +255,8 @@ def gc_versions(data: str, *, keep: int = 3, dry_run: bool = False, min_age_s: f
         for name in sorted(doomed):
             fs.rm(join(root, name), recursive=True)
             log.info("removed dataset version %s", name)
-        remove_stale_temporaries(DataLayout(data).datasets)
+        now = time.time()
+        # A young temporary may be the shard a spared build is writing right now.
+        remove_stale_temporaries(DataLayout(data).datasets,
+                                 spare=lambda path: bool(min_age_s) and age_s(fs, path, now) < min_age_s)
     return sorted(doomed)

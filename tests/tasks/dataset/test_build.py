@@ -172,6 +172,10 @@ def test_list_and_gc_keep_latest_and_remove_interrupted_builds(tmp_path):
     listed = list_versions(data)
     assert [v["version"] for v in listed] == [new, old] and listed[0]["latest"]
     assert gc_versions(data, keep=0, dry_run=True, min_age_s=3600) == [old]  # the build may still be running
+    writing = tmp_path / "data" / "datasets" / "0123456789abcdef" / "val" / ".tmp-part-00000.parquet"
+    writing.parent.mkdir(parents=True)
+    writing.write_bytes(b"half a shard")  # the shard the build is writing now
+    assert gc_versions(data, keep=2, min_age_s=3600) == [] and writing.exists()
     assert sorted(gc_versions(data, keep=0, dry_run=True)) == sorted([old, "0123456789abcdef"])
     assert exists(join(DataLayout(data).datasets, old))
     gc_versions(data, keep=0)
