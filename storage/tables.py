@@ -170,11 +170,15 @@ class TableStore:
         files = [self._without_keys(name, f, table, keys) if partition_by else f
                  for f in old.files if f.partition not in new_parts]
         files = [f for f in files if f is not None]
+        incoming = _key_set(table, keys)
         for label, part in sorted(new_parts.items()):
             previous = [f for f in old.files if f.partition == label]
             if previous:
                 stored = pa.concat_tables([self._read_file(name, f) for f in previous], promote_options="default")
                 stored = stored.select(part.column_names) if set(part.column_names) <= set(stored.column_names) else stored
+                moved_out = incoming - _key_set(part, keys)  # rows of this partition that now live in another
+                if moved_out:
+                    stored = stored.filter(pa.array([k not in moved_out for k in _key_list(stored, keys)]))
                 merged = _merge_on_key(stored, part, keys)
             else:
                 merged = _dedupe_keep_last(part, keys)
@@ -193,9 +197,8 @@ class TableStore:
     def _without_keys(self, name: str, entry: FileEntry, table: pa.Table, keys: list[str]) -> FileEntry | None:
         """`entry`, or a rewrite of it without the rows whose keys `table` brings (None if none is left)."""
         stored = self._read_file(name, entry)
-        incoming = set(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
-        stored_keys = zip(*(stored.column(k).to_pylist() for k in keys), strict=True)
-        stays = [key not in incoming for key in stored_keys]
+        incoming = _key_set(table, keys)
+        stays = [key not in incoming for key in _key_list(stored, keys)]
         if all(stays):
             return entry
         rest = stored.filter(pa.array(stays))
@@ -309,6 +312,14 @@ def _dedupe_keep_last(table: pa.Table, keys: list[str]) -> pa.Table:
         seen[key] = i
     order = sorted(seen.items(), key=lambda item: tuple((v is None, str(type(v)), v) for v in item[0]))
     return table.take([index for _, index in order])
+
+
+def _key_list(table: pa.Table, keys: list[str]) -> list[tuple]:
+    return list(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
+
+
+def _key_set(table: pa.Table, keys: list[str]) -> set[tuple]:
+    return set(_key_list(table, keys))
 
 
 def _merge_on_key(stored: pa.Table, new: pa.Table, keys: list[str]) -> pa.Table:

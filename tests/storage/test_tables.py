@@ -54,6 +54,11 @@ def test_an_upsert_that_moves_a_row_to_another_partition_leaves_no_copy_behind(r
     assert sorted((r["obsid"], r["cycle"]) for r in store.read("proposals").to_pylist()) == [
         ("1", 21), ("2", 21), ("5", 22)]
     assert all("cycle=20" not in f.path for f in store.manifest("proposals").files)
+    # A row moving out of a partition that gets new rows in the same upsert leaves it too.
+    moved_and_new = pa.concat_tables([_obs([5], cycle=21), _obs([9], cycle=22)])
+    store.upsert("proposals", moved_and_new, key="obsid", partition_by="cycle")
+    assert sorted((r["obsid"], r["cycle"]) for r in store.read("proposals").to_pylist()) == [
+        ("1", 21), ("2", 21), ("5", 21), ("9", 22)]
 
 
 def test_an_older_version_whose_files_were_collected_is_an_error_naming_the_table(root):
