@@ -122,7 +122,7 @@ def create_app(searcher: Searcher) -> FastAPI:
         if not q.strip():
             return HTMLResponse(render_page(index_name=searcher.index.name))
         try:
-            if not k.strip().isdigit():
+            if not re.fullmatch(r"[0-9]{1,6}", k.strip()):  # ASCII digits: int() refuses '²' and huge strings
                 raise InputError(f"k must be a whole number between 1 and {MAX_WEB_K}, got {k[:20]!r}")
             size = int(k)
             hits = _search(q, size)

@@ -50,6 +50,8 @@ def test_bounds_and_read_only(client):
     bad_k = client.get("/", params={"q": "dust", "k": "abc"})
     assert bad_k.status_code == 400 and "k must be a whole number" in bad_k.text
     assert client.get("/", params={"q": "dust", "k": "0"}).status_code == 400
+    for odd in ("\u00b2", "1" * 5000):  # digits to str.isdigit, not to int()
+        assert client.get("/", params={"q": "dust", "k": odd}).status_code == 400
     assert client.get("/api/search", params={"q": "dust", "k": 1000}).status_code == 400
     assert client.get("/api/search", params={"q": "   "}).json()["error"].startswith("empty query")
     assert client.post("/", data={"q": "dust"}).status_code == 405
