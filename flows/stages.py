@@ -80,8 +80,10 @@ STAGES: dict[str, StageSpec] = {
         "train_control", "flows.train:train", ("flows.train", "tasks.train", "schemas.train", *_SHARED_CODE),
         ("dataset",), False, "shuffled-pairs control"),
     "evaluate": StageSpec(
+        # Also the embedding's normalisation and the trained-model loader (tasks.evaluate.stage.EVAL_CODE).
         "evaluate", "flows.evaluate:evaluate", ("flows.evaluate", "tasks.evaluate", "schemas.evaluate",
-                                                *_SHARED_CODE), ("dataset", "train", "train_control"), False,
+                                                "tasks.dataset.augment", "tasks.train.export", *_SHARED_CODE),
+        ("dataset", "train", "train_control"), False,
         "evaluate + report"),
 }
 

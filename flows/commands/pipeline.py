@@ -177,7 +177,10 @@ def register(app: typer.Typer) -> None:
         dask: Dask = None,
         as_json: AsJson = False,
     ) -> None:
-        """Rebuild everything into a new data version; the current one stays readable until it is done."""
+        """Rebuild everything into a new data version; the current one stays readable until it is done.
+
+        Every stage runs (a params file's `until` does not apply): a version becomes current only whole.
+        """
         from flows.pipeline import rebuild
 
         params = build_params(

@@ -43,8 +43,12 @@ log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
 EVAL_FORMAT = 1  # bump for a change to reports from outside EVAL_CODE (a dependency, say)
-# The code whose edits change a report: its version is part of the manifest's config.
-EVAL_CODE = ("tasks.evaluate", "schemas.evaluate", "schemas.vocabulary")
+# The code whose edits change a report: its version is part of the manifest's config. Not the
+# search page and API (web, search): they read reports and indexes, they do not make them. In:
+# the image normalisation embedding uses and the loader that rebuilds trained models.
+EVAL_CODE = ("tasks.evaluate.stage", "tasks.evaluate.metrics", "tasks.evaluate.embed", "tasks.evaluate.models",
+             "tasks.evaluate.report", "tasks.evaluate.zeroshot", "tasks.evaluate.index", "schemas.evaluate",
+             "schemas.vocabulary", "tasks.dataset.augment", "tasks.train.export")
 MANIFEST_FILE = "manifest.json"
 MAX_AUTO_VARIANTS = 6
 _COLUMNS = ["obsid", "obs_id", "proposal_id", "title", "target", "instrument", "image_sha256",
