@@ -75,7 +75,7 @@ def _ranks_block(sim: np.ndarray, start: int, codes: np.ndarray | None) -> Ranks
         # The partner equals itself, so it is one of the equal scores; unless it is NaN, which
         # equals nothing (the grouped computation then counts no tie either).
         tied = (sim == best).sum(axis=1) - (best[:, 0] == best[:, 0])
-        return greater, tied, np.ones(len(rows), dtype=np.int64)
+        return _nan_misses(greater, best, sim.shape[1]), tied, np.ones(len(rows), dtype=np.int64)
     same = codes[start:start + len(rows), None] == codes[None, :]
     if not same.any(axis=1).all():
         raise ValueError("every query needs at least one true partner among the candidates")
@@ -87,7 +87,16 @@ def _ranks_block(sim: np.ndarray, start: int, codes: np.ndarray | None) -> Ranks
     # A NaN best equals nothing, not even itself: counted as the one partner it is, as for exact
     # items (no tie either way).
     correct = np.maximum((level & same).sum(axis=1), 1)
-    return greater, tied, correct
+    return _nan_misses(greater, best, sim.shape[1]), tied, correct
+
+
+def _nan_misses(greater: np.ndarray, best: np.ndarray, candidates: int) -> np.ndarray:
+    """A NaN partner score (a diverged model's embedding) ranks behind every candidate: a miss at
+    every cut-off. Nothing compares greater than NaN, so it would otherwise rank first."""
+    broken = np.isnan(best[:, 0])
+    if broken.any():
+        greater = np.where(broken, candidates, greater)
+    return greater
 
 
 def _blockwise_ranks(

@@ -314,7 +314,7 @@ def test_one_true_partner_keeps_the_single_item_formula_bit_for_bit():
     images = rng.normal(size=(n, 16)).astype(np.float32)
     texts = (images + rng.normal(size=(n, 16))).astype(np.float32)
     texts[1::2] = texts[::2]  # shared captions: exact ties
-    images[7] = np.nan  # a broken embedding: hit 1 without a tie, as ever
+    images[7] = np.nan  # a broken embedding: a miss at every cut-off
     groups = rng.integers(0, 20, size=n)
     result = metrics.evaluate_retrieval(images, texts, groups)
     for curve, (queries, candidates) in ((result.i2t, (images, texts)), (result.t2i, (texts, images))):
@@ -325,8 +325,16 @@ def test_one_true_partner_keeps_the_single_item_formula_bit_for_bit():
         for k in (1, 5, 40):
             assert metrics.hit_rate(greater, tied, k, np.ones(n, dtype=np.int64)) == metrics.hit_rate(greater, tied, k)
     greater, tied, correct = metrics.partner_ranks_embeddings(images, texts, groups)
-    assert (greater[7], tied[7], correct[7]) == (0, 0, 1)
-    assert metrics.hit_rate(greater[7:8], tied[7:8], 1, correct[7:8]) == 1.0
+    assert (greater[7], tied[7], correct[7]) == (n, 0, 1)  # behind every candidate
+    assert metrics.hit_rate(greater[7:8], tied[7:8], n, correct[7:8]) == 0.0
+
+
+def test_a_diverged_models_nan_embeddings_score_nothing():
+    nan = np.full((6, 4), np.nan, dtype=np.float32)
+    result = metrics.evaluate_retrieval(nan, nan, ["a", "a", "b", "b", "c", "c"])
+    assert result.i2t.top1 == result.t2i.top1 == result.i2t_proposal.top1 == 0.0
+    assert max(result.i2t.accuracy) == 0.0
+    assert metrics.inbatch_accuracy(nan, nan, batch_size=6) == 0.0
 
 
 @pytest.mark.parametrize(("greater", "tied", "correct", "k"), [
