@@ -10,7 +10,7 @@ unchecked summary. Failure kinds (the per-run guards report their rates):
 - `grammar_violation`: well-formed JSON that breaks what the grammar itself enforces (an item off
   the pattern, too many items, an extra key): the backend did not apply the schema. One such output
   may be a grammar/validator mismatch, so it is retried and quarantined like a schema violation;
-  when every output of a call breaks the grammar, the schema was ignored and
+  when every output of a call breaks the grammar, two texts at least, the schema was ignored and
   `UnconstrainedOutputError` stops the run.
 - not JSON at all (`invalid_json`), JSON followed by prose included: constrained decoding was not
   in force (it happened: outlines 1.3.0 with vLLM >= 0.12 ignored the schema and still answered
@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from schemas.errors import PermanentRemoteError, RemoteError
 from schemas.summary import SamplingConfig, Summary, SummaryLimits, summary_model
-from tasks.summarize.backends.base import RawOutput, SummarizerBackend
+from tasks.summarize.backends.base import MIN_OUTPUTS_TO_BLAME_BACKEND, RawOutput, SummarizerBackend
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,10 @@ def summarize_abstracts(
             outcome.reason, outcome.detail = parsed.reason, parsed.detail
             still_pending.append(index)
         # Only the first call holds every abstract; a retry holds just the failures, so one odd
-        # output (a grammar/validator mismatch) would otherwise look like an ignored schema.
-        if attempt == 0 and texts and broke_grammar == texts:
+        # output (a grammar/validator mismatch) would otherwise look like an ignored schema. For
+        # the same reason a first call with one text (one abstract left to retry, a last batch of
+        # one) proves nothing about the backend.
+        if attempt == 0 and texts >= MIN_OUTPUTS_TO_BLAME_BACKEND and broke_grammar == texts:
             first = next(outcomes[i] for i in pending if outcomes[i].reason == "grammar_violation")
             raise UnconstrainedOutputError(
                 f"{backend.name} backend ({backend.model_id}): all {texts} outputs of one call break the JSON schema's "

@@ -29,6 +29,13 @@ class RawOutput:
     detail: str = ""
 
 
+# The fewest outputs one call must hold before "all of them failed the same way" may mean the
+# backend is misconfigured (a server that rejects every request, a schema that was ignored) and
+# stop the run. One output failing says only that its abstract is odd (an over-long one; a
+# `--retry-failed` run or a run's last batch may send just that one), so it is quarantined instead.
+MIN_OUTPUTS_TO_BLAME_BACKEND = 2
+
+
 @runtime_checkable
 class SummarizerBackend(Protocol):
     """Summarize abstracts. `generate` returns one RawOutput per abstract, in order."""

@@ -10,10 +10,16 @@ mass mapping, ...) fill the remaining places.
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib
+import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from schemas.summary import (
     SamplingConfig,
@@ -23,17 +29,22 @@ from schemas.summary import (
     item_pattern,
     summary_model,
 )
-from tasks.code_version import code_version
 from tasks.summarize import vocabulary
 from tasks.summarize.backends.base import RawOutput
 from tasks.summarize.prompt import clean_abstract
 
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]])[.;!?](?=\s|$)")
 CUE_WINDOW_CHARS = 140
-# What the summaries are a function of: this code, the term lists and cues, and the curated
-# classes they rank first. Their source is hashed, so any edit to them is a new model id, hence new
-# cache keys, with no hand-kept list of what to digest.
-EXTRACTIVE_MODULES = ("tasks.summarize.backends.extractive", "tasks.summarize.vocabulary", "schemas.vocabulary")
+# The model id is every summary's cache key, hence the summaries' digest and the dataset version:
+# it must change with what the matching does and with nothing else. So it hashes the values the
+# matching reads (below) and the code of these two modules as a syntax tree without docstrings,
+# comments or layout. schemas/vocabulary.py is read for CURATED_CLASSES only: its PAPER_QUERIES
+# (evaluation) or a comment there must not retrain everything downstream.
+MATCHER_MODULES = ("tasks.summarize.backends.extractive", "tasks.summarize.vocabulary")
+# Module-level names hashed as values by `matching_values`, so left out of the code's tree: the
+# order of a dict's keys is then free, the order of what matching reads in order is not.
+VALUE_NAMES = frozenset({"CUE_WINDOW_CHARS", "CLASS_SYNONYMS", "EXTRA_OBJECTS", "SCIENCE_USE_CASES", "ACRONYMS",
+                         "VERB_CUES", "_CUE_LEAD", "GENERIC_ITEMS"})
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,66 @@ class Match:
     end: int
 
 
+def matching_values() -> dict[str, object]:
+    """Every value the matching reads, JSON-ready. Term tables are keyed by name, so their order is
+    free (json sorts the keys); a term's alternatives and the verb cues keep theirs: a regex
+    alternation takes the first alternative that fits, and a cue's verb is found by its position."""
+    def table(terms: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
+        return {name: list(alternatives) for name, alternatives in terms.items()}
+
+    return {
+        "curated_classes": sorted(vocabulary.CURATED_CLASSES),  # a set to the matcher: which terms rank first
+        "class_synonyms": table(vocabulary.CLASS_SYNONYMS),
+        "extra_objects": table(vocabulary.EXTRA_OBJECTS),
+        "science_use_cases": table(vocabulary.SCIENCE_USE_CASES),
+        "acronyms": dict(vocabulary.ACRONYMS),
+        "verb_cues": [list(cue) for cue in vocabulary.VERB_CUES.items()],
+        "cue_lead": vocabulary._CUE_LEAD,
+        "generic_items": sorted(vocabulary.GENERIC_ITEMS),
+        "cue_window_chars": CUE_WINDOW_CHARS,
+    }
+
+
+def code_digest(source: str, *, leave_out: frozenset[str] = frozenset()) -> str:
+    """sha256 of a module's code, blind to comments, docstrings and layout, and to the module-level
+    assignments of `leave_out` (values hashed on their own)."""
+    tree = ast.parse(source)
+    tree.body = [node for node in tree.body if not _assigns_only(node, leave_out)]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and _has_docstring(node):
+            node.body = node.body[1:] or [ast.Pass()]
+    # ast.unparse, not ast.dump: dump's fields change between Python versions (3.12 type_params,
+    # 3.13 drops empty fields), which would make a new id, and a retrain, on an interpreter upgrade.
+    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()
+
+
+def _has_docstring(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    first = node.body[0] if node.body else None
+    return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+
+
+def _assigns_only(node: ast.stmt, names: frozenset[str]) -> bool:
+    if isinstance(node, ast.AnnAssign):
+        targets = [node.target]
+    elif isinstance(node, ast.Assign):
+        targets = node.targets
+    else:
+        return False
+    return all(isinstance(t, ast.Name) and t.id in names for t in targets)
+
+
+@lru_cache(maxsize=8)
+def _module_code_digest(module: str) -> str:
+    path = Path(importlib.import_module(module).__file__ or "")
+    return code_digest(path.read_text(encoding="utf-8"), leave_out=VALUE_NAMES)
+
+
 def extractive_model_id() -> str:
-    """Changes whenever the code or vocabulary behind the summaries does, so cached ones follow it."""
-    return f"vocabulary-{code_version(*EXTRACTIVE_MODULES)[:12]}"
+    """Changes whenever what the matching does changes (its values or its code), and only then."""
+    digest = hashlib.sha256(json.dumps(matching_values(), sort_keys=True, ensure_ascii=False).encode())
+    for module in MATCHER_MODULES:
+        digest.update(f"\0{module}\0{_module_code_digest(module)}".encode())
+    return f"vocabulary-{digest.hexdigest()[:12]}"
 
 
 def find_terms(text: str, terms: Sequence[vocabulary.Term]) -> list[Match]:

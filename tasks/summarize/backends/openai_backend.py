@@ -13,9 +13,9 @@ this process runs side by side, so `concurrency` bounds the process; the server 
 
 A request the server rejects (a 4xx, e.g. one abstract over the model's context length) fails
 that abstract only: it comes back as a `request_rejected` output, is retried like any failure and
-then quarantined with the server's message. Only when every request of a call is rejected, before
-the server has accepted any, is it the configuration's fault (a wrong model name, an unsupported
-schema) and the run stops with that error.
+then quarantined with the server's message. Only when every request of a call of two or more is
+rejected, before the server has accepted any request, is it the
+configuration's fault (a wrong model name, an unsupported schema) and the run stops with that error.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from schemas.errors import InputError, PermanentRemoteError, RemoteError, missing_extra
 from schemas.summary import SamplingConfig, SummarizeParams, SummaryLimits, summary_json_schema
 from tasks.secrets import get_secret
-from tasks.summarize.backends.base import RawOutput
+from tasks.summarize.backends.base import MIN_OUTPUTS_TO_BLAME_BACKEND, RawOutput
 from tasks.summarize.prompt import PromptTemplate, load_prompt
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class OpenAIBackend:
         # One pool for the backend's life: batches running side by side share it, so at most
         # `concurrency` requests are in flight from this process, not that many per batch.
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="openai-request")
-        self.accepted_any = False  # set once the server answers a request: it and the model name work
+        # Set once the server answers a request or names its model: it and the model name work.
+        self.accepted_any = False
         # The client's own retries cover single dropped connections; the stage retries the rest.
         # The key comes from the environment (a Secret block under Prefect), never from params.
         self.client = openai.OpenAI(base_url=params.base_url, api_key=get_secret("vllm_api_key") or "EMPTY",
@@ -85,6 +86,8 @@ class OpenAIBackend:
             raise _as_hubbleclip_error(err, self.base_url) from None
         if not models:
             raise InputError(f"the server at {self.base_url} serves no model; pass --model")
+        # Not `accepted_any`: naming its model proves the server and the name, not that it takes
+        # our schema; a server that rejects every request must still stop the run.
         return models[0]
 
     def _request(self, abstract: str, sampling: SamplingConfig) -> str:
@@ -103,7 +106,8 @@ class OpenAIBackend:
         errors = [r for r in results if isinstance(r, Exception)]
         rejected = [e for e in errors if isinstance(e, PermanentRemoteError)]
         transient = [e for e in errors if not isinstance(e, PermanentRemoteError)]
-        if rejected and len(rejected) == len(results) and not self.accepted_any:
+        if (len(results) >= MIN_OUTPUTS_TO_BLAME_BACKEND and len(rejected) == len(results)
+                and not self.accepted_any):
             raise rejected[0]  # every request refused by a server that never accepted one: misconfigured, stop
         if transient and len(errors) == len(results):
             raise transient[0]  # down or overloaded: the caller retries the whole call

@@ -100,3 +100,50 @@ def test_real_abstracts_get_sensible_summaries(figure3_abstracts, apt_abstract):
     # Uranus aurorae (program 13012): a solar system object, never the telescope.
     assert {"solar system objects", "planetary aurorae"} <= objects[5]
     assert "spectroscopy" in uses[5]
+
+
+def test_code_digest_ignores_comments_docstrings_and_layout_but_not_code():
+    from tasks.summarize.backends.extractive import code_digest
+
+    source = 'X = 1\n\n\ndef f(a):\n    return a + X\n'
+    same = ('"""A module docstring."""\nX = 1  # why X is 1\n\n# a comment line\ndef f(a):\n'
+            '    """Adds X."""\n    return (a + X)\n')
+    assert code_digest(same) == code_digest(source)
+    assert code_digest(source.replace("a + X", "a - X")) != code_digest(source)
+    assert code_digest(source.replace("X = 1", "X = 2")) != code_digest(source)
+    # A value hashed on its own is left out of the code, with or without an annotation.
+    assert code_digest(source.replace("X = 1", "X: int = 2"), leave_out=frozenset({"X"})) == \
+        code_digest(source, leave_out=frozenset({"X"}))
+
+
+def test_model_id_follows_the_values_the_matching_reads(monkeypatch):
+    from tasks.summarize.backends import extractive
+
+    now = extractive.extractive_model_id()
+
+    def model_id_with(name: str, value: object) -> str:
+        with monkeypatch.context() as patched:
+            patched.setattr(vocabulary, name, value)
+            return extractive.extractive_model_id()
+
+    renamed = tuple("dwarf galaxy pairs" if c == "dwarf galaxies" else c for c in vocabulary.CURATED_CLASSES)
+    assert model_id_with("CURATED_CLASSES", renamed) != now
+    assert model_id_with("CURATED_CLASSES", tuple(reversed(vocabulary.CURATED_CLASSES))) == now  # a set to matching
+    synonyms = {**vocabulary.CLASS_SYNONYMS, "dust": (*vocabulary.CLASS_SYNONYMS["dust"], r"dust clouds?")}
+    assert model_id_with("CLASS_SYNONYMS", synonyms) != now
+    assert model_id_with("CLASS_SYNONYMS", dict(reversed(vocabulary.CLASS_SYNONYMS.items()))) == now
+    reordered = {**vocabulary.CLASS_SYNONYMS, "dust": tuple(reversed(vocabulary.CLASS_SYNONYMS["dust"]))}
+    assert model_id_with("CLASS_SYNONYMS", reordered) != now  # the first alternative that fits wins
+    assert model_id_with("SCIENCE_USE_CASES", {**vocabulary.SCIENCE_USE_CASES, "astrometry": (r"positions?",)}) != now
+    assert model_id_with("ACRONYMS", {**vocabulary.ACRONYMS, "HVS": "hypervelocity star"}) != now
+    assert model_id_with("VERB_CUES", dict(reversed(vocabulary.VERB_CUES.items()))) != now  # verbs found by position
+    assert model_id_with("GENERIC_ITEMS", vocabulary.GENERIC_ITEMS | {"field"}) != now
+    with monkeypatch.context() as patched:
+        patched.setattr(extractive, "CUE_WINDOW_CHARS", extractive.CUE_WINDOW_CHARS + 1)
+        assert extractive.extractive_model_id() != now
+    with monkeypatch.context() as patched:
+        import schemas.vocabulary
+
+        patched.setattr(schemas.vocabulary, "PAPER_QUERIES", ("globular cluster",))
+        assert extractive.extractive_model_id() == now
+    assert extractive.extractive_model_id() == now

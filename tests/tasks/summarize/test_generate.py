@@ -138,6 +138,27 @@ def test_a_call_whose_every_output_breaks_the_grammar_stops_the_run():
     assert len(backend.calls) == 1
 
 
+def test_a_first_call_with_one_output_off_the_grammar_does_not_stop_the_run():
+    # `--retry-failed` re-sends one abstract, or the last batch (holding one) finishes first: one
+    # output says nothing about whether the backend applied the schema, so it is quarantined.
+    backend = ScriptedBackend({("a", s): OFF_GRAMMAR for s in range(3)})
+    outcomes = summarize_abstracts(backend, ["a"], sampling=SamplingConfig(), max_attempts=3)
+    assert [(o.reason, o.attempts) for o in outcomes] == [("grammar_violation", 3)]
+    assert [c[0] for c in backend.calls] == [["a"], ["a"], ["a"]]
+
+
+def test_one_text_off_the_grammar_beside_a_backend_failure_does_not_stop_the_run():
+    class OneDown(ScriptedBackend):
+        def generate(self, abstracts, sampling):
+            outputs = super().generate(abstracts, sampling)
+            return [RawOutput("", failure="request_failed", detail="503") if a == "b" else o
+                    for a, o in zip(abstracts, outputs, strict=True)]
+
+    outcomes = summarize_abstracts(OneDown({("a", s): OFF_GRAMMAR for s in range(3)}), ["a", "b"],
+                                   sampling=SamplingConfig())
+    assert [o.reason for o in outcomes] == ["grammar_violation", "request_failed"]
+
+
 def test_backend_failures_do_not_count_as_outputs_that_break_the_grammar():
     class HalfDown(ScriptedBackend):
         def generate(self, abstracts, sampling):

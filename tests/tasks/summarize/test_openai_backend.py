@@ -170,8 +170,34 @@ def test_a_transient_server_error_is_retried(server):
 
 @pytest.mark.parametrize("server", [("http400", 0.0)], indirect=True)
 def test_a_rejected_request_is_a_permanent_error(server):
+    # Every request of a call refused, by a server that never accepted one: misconfigured, stop.
     with pytest.raises(PermanentRemoteError, match="BadRequest|unsupported schema"):
-        _backend(server, model="m").generate(["We study dark matter."], SamplingConfig())
+        _backend(server, model="m").generate(["We study dark matter.", "We map dust."], SamplingConfig())
+
+
+@pytest.mark.parametrize("server", [("http400", 0.0)], indirect=True)
+def test_a_call_of_one_rejected_request_fails_its_abstract_only(server):
+    (raw,) = _backend(server, model="m").generate(["We study dark matter."], SamplingConfig())
+    assert raw.failure == "request_rejected" and "unsupported schema" in raw.detail
+
+
+@pytest.mark.parametrize("server", [("reject_long", 0.0)], indirect=True)
+def test_retrying_the_one_over_long_abstract_in_a_fresh_process_quarantines_it(server):
+    """`--retry-failed` re-sends just the rejected abstract, to a backend that has accepted nothing yet."""
+    backend = _backend(server, model="m")
+    assert not backend.accepted_any
+    (outcome,) = summarize_abstracts(backend, ["a LONG abstract"], sampling=SamplingConfig(), max_attempts=3)
+    assert (outcome.reason, outcome.attempts, outcome.summary) == ("request_rejected", 3, None)
+    assert "maximum context length is 2048 tokens" in outcome.detail
+
+
+@pytest.mark.parametrize("server", [("reject_long", 0.0)], indirect=True)
+def test_a_model_lookup_does_not_excuse_a_server_that_rejects_every_request(server):
+    """Naming its model proves the name, not that the server takes the schema: a whole call rejected stops."""
+    backend = _backend(server)
+    assert not backend.accepted_any and backend.model_id == "served-8b-instruct"
+    with pytest.raises(PermanentRemoteError, match="maximum context length"):
+        backend.generate(["a LONG abstract", "another LONG abstract"], SamplingConfig())
 
 
 @pytest.mark.parametrize("server", [("reject_long", 0.0)], indirect=True)

@@ -12,7 +12,6 @@ from schemas.errors import InputError
 from schemas.summary import SUMMARY_SCHEMA_VERSION, SummarizeParams, SummaryRecord
 from storage.layout import DataLayout
 from storage.tables import TableStore
-from tasks.code_version import code_version
 from tasks.summarize import run_summarize
 from tasks.summarize.caption import count_clip_tokens, join_caption
 from tasks.summarize.stage import (
@@ -155,28 +154,40 @@ def test_extractive_cache_key_ignores_sampling_and_a_new_seed_reuses_everything(
 
 
 def test_extractive_model_id_follows_edits_to_its_code_and_the_curated_classes(monkeypatch):
-    from tasks.summarize.backends.extractive import EXTRACTIVE_MODULES, ExtractiveBackend
+    import schemas.vocabulary
+    from tasks.summarize import vocabulary
+    from tasks.summarize.backends import extractive
 
-    def model_id_if_edited(name: str | None) -> str:
-        """The model id as if a '#' were appended to the source file ending in `name`."""
-        real = Path.read_bytes
+    def model_id_if_edited(name: str | None, appended: str = "") -> str:
+        """The model id as if `appended` were added to the source file ending in `name`."""
+        real = Path.read_text
 
-        def edited(path: Path) -> bytes:
-            return real(path) + (b"#" if name and path.as_posix().endswith(name) else b"")
+        def edited(path: Path, *args, **kwargs) -> str:
+            return real(path, *args, **kwargs) + (appended if name and path.as_posix().endswith(name) else "")
 
-        monkeypatch.setattr(Path, "read_bytes", edited)
-        code_version.cache_clear()
+        monkeypatch.setattr(Path, "read_text", edited)
+        extractive._module_code_digest.cache_clear()
         try:
-            return ExtractiveBackend().model_id
+            return extractive.ExtractiveBackend().model_id
         finally:
             monkeypatch.undo()
-            code_version.cache_clear()
+            extractive._module_code_digest.cache_clear()
 
     now = model_id_if_edited(None)
-    assert now == f"vocabulary-{code_version(*EXTRACTIVE_MODULES)[:12]}"
-    for edited in ("schemas/vocabulary.py", "tasks/summarize/vocabulary.py", "tasks/summarize/backends/extractive.py"):
-        assert model_id_if_edited(edited) != now, edited
-    assert model_id_if_edited("tasks/summarize/caption.py") == now  # not what the summaries depend on
+    assert now.startswith("vocabulary-") and now == extractive.extractive_model_id()
+    code, comment = "\ndef _new_helper():\n    return 1\n", "\n# a comment, no code\n"
+    for matcher in ("tasks/summarize/vocabulary.py", "tasks/summarize/backends/extractive.py"):
+        assert model_id_if_edited(matcher, code) != now, matcher
+        assert model_id_if_edited(matcher, comment) == now, matcher
+    # schemas/vocabulary.py is read for its curated classes' values, not its text (PAPER_QUERIES: evaluation).
+    assert model_id_if_edited("schemas/vocabulary.py", code) == now
+    assert model_id_if_edited("tasks/summarize/caption.py", code) == now  # not what the summaries depend on
+    with monkeypatch.context() as patched:
+        patched.setattr(vocabulary, "CURATED_CLASSES", (*vocabulary.CURATED_CLASSES[:-1], "binary star pairs"))
+        assert extractive.extractive_model_id() != now
+    with monkeypatch.context() as patched:
+        patched.setattr(schemas.vocabulary, "PAPER_QUERIES", (*schemas.vocabulary.PAPER_QUERIES, "white dwarfs"))
+        assert extractive.extractive_model_id() == now
 
 
 def _model_dir(path: Path, weights: bytes) -> Path:
