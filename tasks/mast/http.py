@@ -19,7 +19,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -72,13 +73,28 @@ def build_retry(retries: int, backoff_s: float = DEFAULT_BACKOFF_S) -> Retry:
 
 @dataclass
 class ResponseLog:
-    """What the last response on one session said; astroquery's download_file hides it."""
+    """What the last response on one session said; astroquery's download_file hides it.
+
+    The response object itself is kept only while `capturing()` (one astroquery download, whose
+    length check needs `raw.tell()` after the body is read): kept between requests, each thread
+    would hold its last answer alive, body included (a 5,000-row MAST page is megabytes).
+    """
 
     status_code: int = 0
     content_length: int | None = None
     url: str = ""
     executing_polls: int = 0
-    response: requests.Response | None = None  # the last one, for the bytes it carried on the wire
+    response: requests.Response | None = None  # the last one while capturing, else None
+    capture: bool = False
+
+    @contextmanager
+    def capturing(self) -> Iterator[None]:
+        """Keep the responses that arrive inside the block; forget the last one on leaving it."""
+        self.capture, self.response = True, None
+        try:
+            yield
+        finally:
+            self.capture, self.response = False, None
 
 
 def _track_response(record: ResponseLog) -> Callable[..., requests.Response]:
@@ -87,7 +103,7 @@ def _track_response(record: ResponseLog) -> Callable[..., requests.Response]:
         length = response.headers.get("Content-Length")
         record.content_length = int(length) if length and length.isdigit() else None
         record.url = response.url
-        record.response = response
+        record.response = response if record.capture else None
         if response.request.method == "POST" and "/invoke" in response.url and _is_executing(response):
             # astroquery re-posts an EXECUTING request at once, in a tight loop; pause first.
             record.executing_polls += 1
@@ -136,13 +152,32 @@ def configure_session(session: requests.Session, settings: Settings, *, backoff_
     return record
 
 
+def retryable_status(status: int) -> bool:
+    """A status that says the server is in trouble (retried), not that the request is refused."""
+    return status in RETRY_STATUSES or status >= 500
+
+
+def server_trouble(reason: str) -> bool:
+    """Whether a failure reason (`http_<status>`, `http_error`) names server trouble that may pass.
+
+    `http_error` is a failure with no status: mostly a timeout or a body cut short past the
+    retries. The few definitive refusals without a status (an oversize body, an unsupported URL
+    scheme) are taken as trouble too: re-trying them is cheap, a declared oversize body being
+    refused before it is read.
+    """
+    if reason == "http_error":
+        return True
+    status = reason.removeprefix("http_")
+    return reason.startswith("http_") and status.isdigit() and retryable_status(int(status))
+
+
 def status_error(status: int, what: str) -> HubbleClipError:
     """Classify an HTTP status: retryable infrastructure trouble, or a definitive answer.
 
     The error carries `status_code`, so callers record the code without parsing the message.
     """
     err: HubbleClipError
-    if status in RETRY_STATUSES or status >= 500:
+    if retryable_status(status):
         err = RemoteError(f"{what}: HTTP {status} (server trouble; retried)")
     else:
         err = PermanentRemoteError(f"{what}: HTTP {status}")

@@ -33,7 +33,14 @@ from schemas.errors import PermanentRemoteError, RemoteError
 from schemas.ingest import PreviewPolicy
 from schemas.records import Observation, PreviewImage
 from storage.images import ImageStore
-from tasks.mast.http import MastClient, check_length, status_error, stream_to_file, with_retries
+from tasks.mast.http import (
+    MastClient,
+    check_length,
+    server_trouble,
+    status_error,
+    stream_to_file,
+    with_retries,
+)
 from tasks.mast.imaging import ImageRejected, ImageSpec, normalize_preview
 from tasks.mast.journal import PreviewJournal
 from tasks.mast.observations import table_rows
@@ -44,6 +51,8 @@ FAILED = frozenset({"http_error", "decode_error", "too_small", "too_large", "no_
 MAX_PREVIEW_BYTES = 64 * 1024 * 1024
 NOT_SAMPLED = "not sampled: the proposal's preview limit is reached"
 PRODUCTS_REFUSED = "no preview product accepted by policy"
+# A batch this large whose every preview fails on server trouble means the archive is down.
+MIN_BATCH_TO_JUDGE_ARCHIVE = 2
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,9 @@ def plan_previews(
     """Jobs to download, and rows decided without a download (policy skips) that changed.
 
     `observations` are all stored observations of the proposals in scope; `existing` the rows
-    already recorded (table and journal). Failed rows are re-attempted only with `retry_failed`.
+    already recorded (table and journal). Rows that failed on server trouble are re-attempted by
+    every run (a passing outage must not drop a preview for good); other failed rows only with
+    `retry_failed`. Either way a re-attempt keeps its slot: it takes no new one.
     An observation without a jpegURL whose product list held only refused previews is settled
     while the policy that refused them is the policy: it takes no slot of its proposal again.
     """
@@ -111,9 +122,8 @@ def plan_previews(
     for proposal_id in sorted(by_proposal, key=int):
         members = sorted(by_proposal[proposal_id], key=lambda o: priority(seed, o.obsid))
         attempted = [o for o in members if o.obsid in existing and existing[o.obsid].status != "policy_skip"]
-        if retry_failed:
-            jobs += [PreviewJob(o.obsid, proposal_id, o.jpeg_url) for o in attempted
-                     if existing[o.obsid].status in FAILED]
+        jobs += [PreviewJob(o.obsid, proposal_id, o.jpeg_url) for o in attempted
+                 if existing[o.obsid].status in FAILED and (retry_failed or failed_transiently(existing[o.obsid]))]
         free = max(0, limit - len(attempted))
         for obs in members:
             if obs.obsid in existing and existing[obs.obsid].status != "policy_skip":
@@ -155,10 +165,11 @@ class PreviewFetcher:
         """Outcomes of one batch; RemoteError when every preview of it failed on server trouble.
 
         A preview whose server keeps failing (retries exhausted) becomes an http_error row,
-        quarantined and left for --retry-failed, so one broken preview does not fail every run.
-        Such rows are journaled only once the batch is known not to have failed whole: when
-        every preview fails so the archive is down, and the batch fails (to be retried) rather
-        than quarantine everything.
+        quarantined and re-attempted by the next run, so one broken preview does not fail every
+        run. Such rows are journaled only once the batch is known not to have failed whole: when
+        every preview of a batch of two or more fails so the archive is down, and the batch fails
+        (to be retried) rather than quarantine everything. A batch of one says nothing about the
+        archive (a last batch of one would stop every run): its failure is a row like any other.
         """
         done = self.journal.load_some([j.obsid for j in jobs])
         todo = [j for j in jobs if j.obsid not in done]
@@ -180,7 +191,7 @@ class PreviewFetcher:
                 fresh[job.obsid] = row
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if troubled and not outcomes and not fresh:
+        if troubled and not outcomes and not fresh and len(jobs) >= MIN_BATCH_TO_JUDGE_ARCHIVE:
             raise next(reversed(troubled.values()))
         for job in todo:
             if job.obsid in troubled:
@@ -296,29 +307,37 @@ class PreviewFetcher:
         obs = self.client.observations()
         record = self.client.response_log
         Path(part_path).unlink(missing_ok=True)
-        status, message, _ = obs.download_file(uri, local_path=part_path, cache=False, verbose=False)
-        try:
-            if status != "COMPLETE":
-                # astroquery swallowed the HTTP error: the tracked response says which.
-                code = record.status_code if record.status_code >= 400 else 0
-                if code:
-                    raise status_error(code, f"download {uri}")
-                raise RemoteError(f"download {uri}: {status} {message}")
-            data = Path(part_path).read_bytes()
-            last = record.response
-            if last is not None and last.request.method == "GET":
-                check_length(last, len(data), f"download {uri}")
-            if len(data) > MAX_PREVIEW_BYTES:
-                raise PermanentRemoteError(f"download {uri}: {len(data)} bytes exceeds the preview size limit")
-            return data
-        finally:
-            Path(part_path).unlink(missing_ok=True)
+        # The length check reads the GET's raw.tell(), after the body: keep that response until
+        # then, and not a moment longer.
+        with record.capturing():
+            status, message, _ = obs.download_file(uri, local_path=part_path, cache=False, verbose=False)
+            try:
+                if status != "COMPLETE":
+                    # astroquery swallowed the HTTP error: the tracked response says which.
+                    code = record.status_code if record.status_code >= 400 else 0
+                    if code:
+                        raise status_error(code, f"download {uri}")
+                    raise RemoteError(f"download {uri}: {status} {message}")
+                data = Path(part_path).read_bytes()
+                last = record.response
+                if last is not None and last.request.method == "GET":
+                    check_length(last, len(data), f"download {uri}")
+                if len(data) > MAX_PREVIEW_BYTES:
+                    raise PermanentRemoteError(f"download {uri}: {len(data)} bytes exceeds the preview size limit")
+                return data
+            finally:
+                Path(part_path).unlink(missing_ok=True)
 
 
 def unavailable(job: PreviewJob, url: str, err: RemoteError) -> PreviewImage:
     """The row of a preview whose server kept failing (5xx, timeouts, bodies cut short)."""
     return PreviewImage(obsid=job.obsid, proposal_id=job.proposal_id, source_url=url, status="http_error",
                         error=str(err), http_status=getattr(err, "status_code", 0))
+
+
+def failed_transiently(row: PreviewImage) -> bool:
+    """An http_error row of server trouble (5xx, 429, timeout, body cut short): worth another try."""
+    return row.status == "http_error" and server_trouble(quarantine_reason(row))
 
 
 def quarantine_reason(row: PreviewImage) -> str:

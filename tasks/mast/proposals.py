@@ -5,10 +5,12 @@ configured: one download gives every proposal), the Phase II APT XML, the Phase 
 report. A proposal whose sources all fail is returned as a failure (quarantined by the stage)
 with each source's reason; a definitive refusal (403, 401, 400...) moves on to the next source
 like a 404 does. A source that keeps failing with server trouble after its retries (5xx,
-timeouts, bodies cut short) ends the proposal as a `transient` failure: quarantined, so
---retry-failed fetches it again, and never answered from a lesser source meanwhile (a passing
-outage must not decide which document a proposal's text comes from). Only when every proposal of
-a batch fails so is the archive taken to be down: the batch fails (and is retried) instead.
+timeouts, bodies cut short) ends the proposal as a `transient` failure: quarantined under its
+`http_<status>` / `http_error` reason, fetched again by the next run (no --retry-failed needed),
+and never answered from a lesser source meanwhile (a passing outage must not decide which
+document a proposal's text comes from). Only when every proposal of a batch of two or more fails
+so is the archive taken to be down: the batch fails (and is retried) instead. A batch of one says
+nothing about the archive (a last batch of one would stop every run).
 
 Raw documents are cached under `cache/documents/` in the data root, keyed by the sha256 of
 their URL, and a 404 is remembered as a `.missing` marker: a rerun (after a kill, or a refresh)
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 APT_PATH = "/hst-program-info/download/hst/apt/{id}/"
 PRO_PATH = "/hst/phase2-public/{id}.pro"
 MISSING = b""
+# A batch this large whose every proposal fails on server trouble means the archive is down.
+MIN_BATCH_TO_JUDGE_ARCHIVE = 2
 # Which reason names a failure when several sources failed: a parse problem beats a refusal
 # (the document exists, we may not read it) beats "not found" beats the rest.
 REASON_ORDER = ("unsafe_xml", "malformed_xml", "empty_abstract", "missing_cycle", "invalid_proposal",
@@ -159,7 +163,8 @@ class ProposalFetcher:
         for proposal_id in proposal_ids:
             outcome = self.fetch(proposal_id)
             (good if isinstance(outcome, Proposal) else bad).append(outcome)  # type: ignore[arg-type]
-        if bad and len(bad) == len(proposal_ids) and all(f.transient for f in bad):
+        if (len(proposal_ids) >= MIN_BATCH_TO_JUDGE_ARCHIVE and len(bad) == len(proposal_ids)
+                and all(f.transient for f in bad)):
             # Every one failed on server trouble: the archive is down, not these proposals bad.
             raise RemoteError(f"every proposal of the batch failed on server trouble, e.g. {bad[-1].detail}")
         return good, bad

@@ -36,11 +36,18 @@ from storage import DataLayout, ImageStore, TableStore
 from storage.fs import join
 from storage.tables import table_from_records
 from tasks.mast import observations as caom
-from tasks.mast.http import DocumentClient, MastClient
+from tasks.mast.http import DocumentClient, MastClient, server_trouble
 from tasks.mast.imaging import ImageSpec
 from tasks.mast.journal import PreviewJournal
 from tasks.mast.observations import QuerySpec, Window
-from tasks.mast.previews import FAILED, PreviewFetcher, PreviewJob, plan_previews, quarantine_reason
+from tasks.mast.previews import (
+    FAILED,
+    PreviewFetcher,
+    PreviewJob,
+    failed_transiently,
+    plan_previews,
+    quarantine_reason,
+)
 from tasks.mast.proposals import DocumentCache, ProposalFailure, ProposalFetcher, load_catalog
 from tasks.mast.watermark import advance, now_mjd, read_watermark, write_watermark
 
@@ -242,14 +249,47 @@ def commit_observations(ctx: IngestContext, selection: Selection,
     scope = sorted(found, key=int)
     if not selection.query:  # retry-failed only: the proposals that have something to retry
         scope = failed_scope(ctx)
+    elif selection.complete:
+        # A window run also re-attempts what failed on server trouble in earlier runs, wherever
+        # its releases lie: the watermark has moved past them, so no later window would.
+        scope = sorted(found | troubled_scope(ctx), key=int)
     return ObservationsOutcome(scope=scope, received=len(rows), written=len(changed),
                                seen_max_release=max(releases) if releases else None)
 
 
+def proposal_failure_reasons(ctx: IngestContext) -> dict[str, set[str]]:
+    """Proposal id -> the reasons its documents failed (not "no_observations": that one may change
+    any day)."""
+    reasons: dict[str, set[str]] = {}
+    for r in ctx.rows("quarantine"):
+        if r["stage"] == STAGE and r["record_id"].startswith("proposal/") and r["reason"] != "no_observations":
+            reasons.setdefault(r["record_id"].split("/", 1)[1], set()).add(r["reason"])
+    return reasons
+
+
 def failed_proposals(ctx: IngestContext) -> set[str]:
-    """Proposals whose documents failed (not "no_observations": that one may change any day)."""
-    return {r["record_id"].split("/", 1)[1] for r in ctx.rows("quarantine")
-            if r["stage"] == STAGE and r["record_id"].startswith("proposal/") and r["reason"] != "no_observations"}
+    """Proposals whose documents failed, for any reason."""
+    return set(proposal_failure_reasons(ctx))
+
+
+def definitively_failed_proposals(ctx: IngestContext) -> set[str]:
+    """Proposals with a failure that was an answer (404, 403, a bad document): left for --retry-failed.
+
+    A proposal that only ever failed on server trouble is not among them: every run tries it again.
+    Once any of its failures was definitive it waits for --retry-failed, even if a later try met
+    an outage (the quarantine keeps each reason once, so which came last cannot be told).
+    """
+    return {pid for pid, reasons in proposal_failure_reasons(ctx).items()
+            if not all(server_trouble(reason) for reason in reasons)}
+
+
+def troubled_scope(ctx: IngestContext) -> set[str]:
+    """Observed proposals with a document or a preview that failed only on server trouble."""
+    stored = {r["proposal_id"] for r in ctx.rows("proposals")}
+    ids = failed_proposals(ctx) - definitively_failed_proposals(ctx) - stored
+    ids |= {r["proposal_id"] for r in ctx.rows("previews")
+            if r["status"] == "http_error" and failed_transiently(PreviewImage.model_validate(r))}
+    return ids & {r["proposal_id"] for r in ctx.rows("observations")}
 
 
 def failed_scope(ctx: IngestContext) -> list[str]:
@@ -271,12 +311,15 @@ def quarantine_catalog_without_observations(ctx: IngestContext) -> None:
 
 # -- proposals -----------------------------------------------------------------------------------
 def proposal_targets(ctx: IngestContext, scope: Sequence[str]) -> list[str]:
-    """Proposals of the scope that need fetching: not stored, not known to fail (unless asked)."""
+    """Proposals of the scope that need fetching: not stored, not known to fail (unless asked).
+
+    A proposal that failed only on server trouble is fetched again: the outage may be over.
+    """
     p = ctx.params
     if p.rebuild:
         return list(scope)
     stored = {r["proposal_id"] for r in ctx.rows("proposals")}
-    failed = set() if p.retry_failed else failed_proposals(ctx)
+    failed = set() if p.retry_failed else definitively_failed_proposals(ctx)
     return [pid for pid in scope if pid not in stored and pid not in failed]
 
 

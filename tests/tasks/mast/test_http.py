@@ -220,3 +220,19 @@ def test_astroquery_downloads_of_gzip_bodies_are_not_called_truncated(server, tm
     fetcher = PreviewFetcher(Client(), None, None, ImageSpec(), PreviewPolicy(), attempts=1,
                              use_astroquery_download=True)
     assert fetcher.download("mast:HST/product/x_total_drc.jpg", str(tmp_path / "x.part")) == image
+    assert record.response is None  # checked, then let go
+
+
+def test_the_response_log_holds_no_response_between_requests(server):
+    # Each thread's log outlives its requests: holding the last response would keep its body
+    # (a 5,000-row MAST page) alive. Only a capturing block sees it, and it is dropped on leaving.
+    url, script = server
+    script.answers["/page"] = [(200, b"x" * 100_000, None, 0.0)]
+    session = requests.Session()
+    record = configure_session(session, _settings(), backoff_s=0.0)
+    assert len(session.get(url + "/page").content) == 100_000
+    assert record.response is None and record.status_code == 200 and record.content_length == 100_000
+    with record.capturing():
+        session.get(url + "/page")
+        assert record.response is not None and record.response.raw.tell() == 100_000
+    assert record.response is None

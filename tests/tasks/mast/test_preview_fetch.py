@@ -59,3 +59,15 @@ def test_a_batch_that_fails_whole_is_an_error_and_journals_nothing(tmp_path):
     with pytest.raises(RemoteError, match="HTTP 500"):
         fetcher.run_batch(jobs)
     assert journal.load() == {}  # the archive is down: nothing is quarantined, the batch is retried
+
+
+def test_a_batch_of_one_that_meets_server_trouble_is_a_row_not_an_error(tmp_path):
+    # One preview says nothing about the archive: a last batch of one would otherwise stop every
+    # run. Its row is quarantined, and the next run tries it again (failed_transiently).
+    from tasks.mast.previews import failed_transiently
+
+    job = PreviewJob("1", "100", "https://archive.test/previews/1_total.jpg")
+    fetcher, journal, _ = _fetcher(tmp_path, {job.jpeg_url})
+    rows = fetcher.run_batch([job])
+    assert [(r.obsid, r.status, r.http_status) for r in rows] == [("1", "http_error", 500)]
+    assert failed_transiently(rows[0]) and set(journal.load()) == {"1"}

@@ -69,6 +69,21 @@ def test_retry_failed_reattempts_exactly_the_failed():
     assert sorted(j.obsid for j in retry) == ["2", "4"]
 
 
+def test_server_trouble_is_reattempted_without_retry_failed():
+    # A 503, a 429 or a timeout (no status) past the retries may pass: every run tries again, in
+    # the slot it holds. A 404 or a bad image waits for --retry-failed.
+    observations = [_obs(i) for i in range(1, 7)]
+    jobs, skipped = plan_previews(observations, {}, policy=PreviewPolicy(), limit=5, seed=0)
+    stored = {j.obsid: _ok(j) for j in jobs} | {r.obsid: r for r in skipped}
+    troubled = [j.obsid for j in jobs[:3]]
+    for obsid, status in zip(troubled, (503, 429, 0), strict=True):
+        stored[obsid] = PreviewImage(obsid=obsid, proposal_id="100", status="http_error", http_status=status)
+    stored[jobs[3].obsid] = PreviewImage(obsid=jobs[3].obsid, proposal_id="100", status="http_error", http_status=404)
+    stored[jobs[4].obsid] = PreviewImage(obsid=jobs[4].obsid, proposal_id="100", status="decode_error")
+    again, decided = plan_previews(observations, stored, policy=PreviewPolicy(), limit=5, seed=0)
+    assert [j.obsid for j in again] == troubled and not decided
+
+
 def test_products_refused_by_the_policy_take_no_slot_again():
     # The highest-priority observation has no jpegURL and its products hold only refused previews:
     # the fetcher records policy_skip. Later runs must give its slot to the next observation.

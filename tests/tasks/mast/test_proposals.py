@@ -95,8 +95,8 @@ def test_a_refused_document_moves_on_to_the_next_source(tmp_path):
 
 
 def test_server_trouble_fails_one_proposal_unless_it_is_the_whole_batch(tmp_path):
-    # APT answering 503 past its retries: that proposal is a transient failure (quarantined for
-    # --retry-failed; its .pro not used meanwhile); a batch where every proposal fails so fails.
+    # APT answering 503 past its retries: that proposal is a transient failure (quarantined, tried
+    # again by the next run; its .pro not used meanwhile); a batch where every proposal fails so fails.
     docs = {apt_url(BASE, "2"): _apt("2"), pro_url(BASE, "1"): _pro("1")}
     statuses = {apt_url(BASE, "1"): 503, apt_url(BASE, "3"): 500}
     fetcher, client = _fetcher(tmp_path, docs, statuses=statuses)
@@ -108,3 +108,11 @@ def test_server_trouble_fails_one_proposal_unless_it_is_the_whole_batch(tmp_path
         fetcher.fetch_many(["1", "3"])
     client.statuses.clear()  # the server is back (APT now 404s): nothing of the trouble was cached
     assert fetcher.fetch("1").source == "pro"
+
+
+def test_a_batch_of_one_that_meets_server_trouble_is_a_failure_not_an_error(tmp_path):
+    # The last batch of a run may hold one proposal: its outage says nothing about the archive,
+    # and raising would stop every run. It is a transient failure, tried again by the next run.
+    fetcher, _ = _fetcher(tmp_path, {}, statuses={apt_url(BASE, "1"): 500})
+    good, bad = fetcher.fetch_many(["1"])
+    assert good == [] and [(f.proposal_id, f.reason, f.transient) for f in bad] == [("1", "http_500", True)]
