@@ -147,26 +147,23 @@ def test_a_first_call_with_one_output_off_the_grammar_does_not_stop_the_run():
     assert [c[0] for c in backend.calls] == [["a"], ["a"], ["a"]]
 
 
-def test_one_text_off_the_grammar_beside_a_backend_failure_does_not_stop_the_run():
-    class OneDown(ScriptedBackend):
-        def generate(self, abstracts, sampling):
-            outputs = super().generate(abstracts, sampling)
-            return [RawOutput("", failure="request_failed", detail="503") if a == "b" else o
-                    for a, o in zip(abstracts, outputs, strict=True)]
+class _BIsDown(ScriptedBackend):
+    """Scripted outputs, except that every request for abstract 'b' fails on the server."""
 
-    outcomes = summarize_abstracts(OneDown({("a", s): OFF_GRAMMAR for s in range(3)}), ["a", "b"],
+    def generate(self, abstracts, sampling):
+        outputs = super().generate(abstracts, sampling)
+        return [RawOutput("", failure="request_failed", detail="503") if a == "b" else o
+                for a, o in zip(abstracts, outputs, strict=True)]
+
+
+def test_one_text_off_the_grammar_beside_a_backend_failure_does_not_stop_the_run():
+    outcomes = summarize_abstracts(_BIsDown({("a", s): OFF_GRAMMAR for s in range(3)}), ["a", "b"],
                                    sampling=SamplingConfig())
     assert [o.reason for o in outcomes] == ["grammar_violation", "request_failed"]
 
 
 def test_backend_failures_do_not_count_as_outputs_that_break_the_grammar():
-    class HalfDown(ScriptedBackend):
-        def generate(self, abstracts, sampling):
-            outputs = super().generate(abstracts, sampling)
-            return [RawOutput("", failure="request_failed", detail="503") if a == "b" else o
-                    for a, o in zip(abstracts, outputs, strict=True)]
-
-    outcomes = summarize_abstracts(HalfDown({("a", s): OFF_GRAMMAR for s in range(3)}), ["a", "b", "c"],
+    outcomes = summarize_abstracts(_BIsDown({("a", s): OFF_GRAMMAR for s in range(3)}), ["a", "b", "c"],
                                    sampling=SamplingConfig())
     assert [o.reason for o in outcomes] == ["grammar_violation", "request_failed", "ok"]
 
