@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from schemas.ingest import IngestParams
 from storage import DataLayout, TableStore
 
 CATALOG_PATH = "/hst/proposal-abstracts/catalog.txt"
+
+
+def encoded_image(size: tuple[int, int], colour=(200, 10, 10), mode: str = "RGB", fmt: str = "JPEG") -> bytes:
+    """A one-colour image in `fmt` (grey level 128 for non-RGB modes): a preview a test can serve."""
+    out = io.BytesIO()
+    Image.new(mode, size, colour if mode == "RGB" else 128).save(out, format=fmt)
+    return out.getvalue()
 KEYS = {"observations": "obsid", "proposals": "proposal_id", "previews": "obsid", "quarantine": "record_id"}
 
 

@@ -10,16 +10,11 @@ import pytest
 from PIL import Image
 
 from tasks.mast.imaging import ImageRejected, ImageSpec, normalize_preview
-
-
-def _jpeg(size, colour=(200, 10, 10), mode="RGB", fmt="JPEG") -> bytes:
-    out = io.BytesIO()
-    Image.new(mode, size, colour if mode == "RGB" else 128).save(out, format=fmt)
-    return out.getvalue()
+from tests.tasks.mast.conftest import encoded_image
 
 
 def test_landscape_is_resized_and_centred_on_white():
-    data, width, height = normalize_preview(_jpeg((1000, 500)), ImageSpec())
+    data, width, height = normalize_preview(encoded_image((1000, 500)), ImageSpec())
     assert (width, height) == (1000, 500)
     image = Image.open(io.BytesIO(data))
     assert image.format == "JPEG" and image.mode == "RGB" and image.size == (512, 512)
@@ -30,7 +25,7 @@ def test_landscape_is_resized_and_centred_on_white():
 
 
 def test_small_image_is_upscaled_and_padding_colour_is_a_setting():
-    data, _, _ = normalize_preview(_jpeg((64, 128), mode="L", fmt="PNG"), ImageSpec(padding=(0, 0, 0)))
+    data, _, _ = normalize_preview(encoded_image((64, 128), mode="L", fmt="PNG"), ImageSpec(padding=(0, 0, 0)))
     image = Image.open(io.BytesIO(data))
     assert image.size == (512, 512)
     assert max(image.getpixel((10, 256))) < 10  # black padding left of the 256x512 picture
@@ -38,7 +33,7 @@ def test_small_image_is_upscaled_and_padding_colour_is_a_setting():
 
 
 def test_processing_is_deterministic():
-    raw = _jpeg((300, 200))
+    raw = encoded_image((300, 200))
     assert normalize_preview(raw, ImageSpec())[0] == normalize_preview(raw, ImageSpec())[0]
 
 
@@ -47,8 +42,8 @@ def test_processing_is_deterministic():
     [
         (b"", "decode_error"),
         (b"not an image at all", "decode_error"),
-        (_jpeg((200, 200))[:300], "decode_error"),  # truncated JPEG: header fine, pixels missing
-        (_jpeg((8, 200)), "too_small"),
+        (encoded_image((200, 200))[:300], "decode_error"),  # truncated JPEG: header fine, pixels missing
+        (encoded_image((8, 200)), "too_small"),
     ],
 )
 def test_bad_previews_are_rejected_with_a_status(data, status):
@@ -75,13 +70,13 @@ def test_decompression_bomb_is_refused_before_decoding(side):
 
 def test_pixel_limit_is_a_setting_checked_on_the_header():
     with pytest.raises(ImageRejected) as info:
-        normalize_preview(_jpeg((2000, 1000)), ImageSpec(max_pixels=1_000_000))
+        normalize_preview(encoded_image((2000, 1000)), ImageSpec(max_pixels=1_000_000))
     assert info.value.status == "too_large"
     assert (info.value.width, info.value.height) == (2000, 1000)
 
 
 def test_large_jpeg_is_decoded_reduced_but_reports_its_original_size():
-    big = _jpeg((4096, 2048))
+    big = encoded_image((4096, 2048))
     data, width, height = normalize_preview(big, ImageSpec())
     assert (width, height) == (4096, 2048)
     image = Image.open(io.BytesIO(data))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from PIL import Image
 
 from schemas.errors import RemoteError
 from schemas.ingest import PreviewPolicy
@@ -14,12 +11,7 @@ from tasks.mast.http import status_error
 from tasks.mast.imaging import ImageSpec
 from tasks.mast.journal import PreviewJournal
 from tasks.mast.previews import PreviewFetcher, PreviewJob, quarantine_reason
-
-
-def _jpeg() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 40, 40)).save(out, format="JPEG")
-    return out.getvalue()
+from tests.tasks.mast.conftest import encoded_image
 
 
 class _Client:
@@ -36,7 +28,7 @@ def _fetcher(tmp_path, broken: set[str]) -> tuple[PreviewFetcher, PreviewJournal
         asked.append(url)
         if url in broken:
             raise status_error(500, f"download {url}")  # what the client raises past its own retries
-        return _jpeg()
+        return encoded_image((64, 48), (200, 40, 40))
 
     fetcher.download = download
     return fetcher, journal, asked

@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import io
-
-from PIL import Image
-
 from schemas.arrow import OBSERVATIONS_SCHEMA
 from schemas.ingest import IngestParams, PreviewPolicy
 from schemas.records import Observation
@@ -17,6 +13,7 @@ from tasks.mast.http import server_trouble, status_error
 from tasks.mast.imaging import ImageSpec
 from tasks.mast.observations import Window
 from tasks.mast.previews import PreviewFetcher
+from tests.tasks.mast.conftest import encoded_image
 from tests.tasks.mast.test_proposals import BASE, FakeDocuments, _apt
 
 POLICY = PreviewPolicy(include=[], exclude=[])
@@ -27,12 +24,6 @@ PREVIEWS = {"1": "100", "2": "100", "3": "300", "4": "300"}
 
 def _url(obsid: str) -> str:
     return f"https://archive.test/previews/{obsid}_total.jpg"
-
-
-def _jpeg() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 48), (20, 90, 200)).save(out, format="JPEG")
-    return out.getvalue()
 
 
 class _Mast:
@@ -54,7 +45,7 @@ def _fetcher(ctx: steps.IngestContext, statuses: dict[str, int]) -> tuple[Previe
         asked.append(url)
         if url in statuses:
             raise status_error(statuses[url], f"download {url}")  # as the client raises it past its retries
-        return _jpeg()
+        return encoded_image((64, 48), (20, 90, 200))
 
     fetcher.download = download
     return fetcher, asked
