@@ -7,6 +7,7 @@ atomic (os.replace); object stores upload whole objects, which is atomic per obj
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable
@@ -94,3 +95,17 @@ def remove_stale_temporaries(url: str, *, spare: Callable[[str], bool] | None = 
             fs.rm(found)
             removed += 1
     return removed
+
+
+def sha256_of(fs: fsspec.AbstractFileSystem, path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, streamed (shards and checkpoints run to gigabytes)."""
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_file(url: str) -> str:
+    """sha256 of the file at a local path or fsspec URL."""
+    return sha256_of(*open_fs(url))

@@ -167,10 +167,10 @@ class TableStore:
             return self.write(name, _dedupe_keep_last(table, keys), partition_by=partition_by, inputs=inputs,
                               config=config, stats=stats, schema_version=schema_version)
         new_parts = dict(self._split(table, partition_by))
-        files = [self._without_keys(name, f, table, keys) if partition_by else f
+        incoming = _key_set(table, keys)
+        files = [self._without_keys(name, f, incoming, keys) if partition_by else f
                  for f in old.files if f.partition not in new_parts]
         files = [f for f in files if f is not None]
-        incoming = _key_set(table, keys)
         for label, part in sorted(new_parts.items()):
             previous = [f for f in old.files if f.partition == label]
             if previous:
@@ -194,10 +194,9 @@ class TableStore:
         )
         return self._commit(manifest)
 
-    def _without_keys(self, name: str, entry: FileEntry, table: pa.Table, keys: list[str]) -> FileEntry | None:
-        """`entry`, or a rewrite of it without the rows whose keys `table` brings (None if none is left)."""
+    def _without_keys(self, name: str, entry: FileEntry, incoming: set[tuple], keys: list[str]) -> FileEntry | None:
+        """`entry`, or a rewrite of it without the rows whose keys are `incoming` (None if none is left)."""
         stored = self._read_file(name, entry)
-        incoming = _key_set(table, keys)
         stays = [key not in incoming for key in _key_list(stored, keys)]
         if all(stays):
             return entry

@@ -8,7 +8,6 @@ build leaves at most temporaries, which `gc` removes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -24,11 +23,10 @@ from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 from schemas.dataset import EXAMPLE_SCHEMA, Example
-from storage.fs import TMP_PREFIX, join, open_fs
+from storage.fs import TMP_PREFIX, join, open_fs, sha256_of
 
 log = logging.getLogger(__name__)
 
-_HASH_CHUNK = 1 << 20
 _LIST_OVER = 64  # sizes of more objects than this on an object store: one listing
 # JPEG bytes are already entropy-coded: zstd level 1 keeps the column zstd at a quarter of level
 # 3's cost (neither saves more than ~0.2 %), and a dictionary on them would make every read ~10x
@@ -84,14 +82,6 @@ def check_jpeg(data: bytes, image_size: int) -> tuple[str, str] | None:
     return None
 
 
-def sha256_of(fs, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class _AtomicFile:
     """A file that appears at `url` only on commit(): a renamed local temporary, or one upload."""
 
@@ -113,16 +103,13 @@ class _AtomicFile:
         os.fsync(self.handle.fileno())
         self.handle.close()
         size = os.path.getsize(self.tmp)
-        digest = hashlib.sha256()
-        with open(self.tmp, "rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                digest.update(chunk)
+        sha256 = sha256_of(LocalFileSystem(), self.tmp)
         if self.local:
             os.replace(self.tmp, self.path)
         else:
             self.fs.put_file(self.tmp, self.path)
             os.remove(self.tmp)
-        return size, digest.hexdigest()
+        return size, sha256
 
     def abort(self) -> None:
         self.handle.close()

@@ -24,9 +24,16 @@ from schemas.dataset import EXAMPLE_SCHEMA, SPLITS
 from schemas.errors import InputError
 from schemas.manifest import Manifest
 from storage import DataLayout
-from storage.fs import atomic_write_text, exists, join, open_fs, read_text, remove_stale_temporaries
+from storage.fs import (
+    atomic_write_text,
+    exists,
+    join,
+    open_fs,
+    read_text,
+    remove_stale_temporaries,
+    sha256_of,
+)
 from storage.gc import age_s, youngest_age_s
-from tasks.dataset.shards import sha256_of
 
 if TYPE_CHECKING:
     from tasks.dataset.loader import ShardLoader

@@ -100,8 +100,7 @@ class ResponseLog:
 def _track_response(record: ResponseLog) -> Callable[..., requests.Response]:
     def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         record.status_code = response.status_code
-        length = response.headers.get("Content-Length")
-        record.content_length = int(length) if length and length.isdigit() else None
+        record.content_length = declared_length(response)
         record.url = response.url
         record.response = response if record.capture else None
         if response.request.method == "POST" and "/invoke" in response.url and _is_executing(response):
@@ -155,6 +154,11 @@ def configure_session(session: requests.Session, settings: Settings, *, backoff_
 def retryable_status(status: int) -> bool:
     """A status that says the server is in trouble (retried), not that the request is refused."""
     return status in RETRY_STATUSES or status >= 500
+
+
+# A batch this large whose every record fails on server trouble means the archive is down (a
+# single record failing says nothing about the archive).
+MIN_BATCH_TO_JUDGE_ARCHIVE = 2
 
 
 def server_trouble(reason: str) -> bool:

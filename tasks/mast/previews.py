@@ -34,6 +34,7 @@ from schemas.ingest import PreviewPolicy
 from schemas.records import Observation, PreviewImage
 from storage.images import ImageStore
 from tasks.mast.http import (
+    MIN_BATCH_TO_JUDGE_ARCHIVE,
     MastClient,
     check_length,
     server_trouble,
@@ -51,8 +52,6 @@ FAILED = frozenset({"http_error", "decode_error", "too_small", "too_large", "no_
 MAX_PREVIEW_BYTES = 64 * 1024 * 1024
 NOT_SAMPLED = "not sampled: the proposal's preview limit is reached"
 PRODUCTS_REFUSED = "no preview product accepted by policy"
-# A batch this large whose every preview fails on server trouble means the archive is down.
-MIN_BATCH_TO_JUDGE_ARCHIVE = 2
 
 
 @dataclass(frozen=True)

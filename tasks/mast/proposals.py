@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from schemas.errors import PermanentRemoteError, RemoteError
 from schemas.records import Proposal
 from storage.fs import atomic_write_bytes, exists, join, read_bytes
-from tasks.mast.http import DocumentClient
+from tasks.mast.http import MIN_BATCH_TO_JUDGE_ARCHIVE, DocumentClient
 from tasks.mast.parsers import ParseError, parse_catalog, parse_document
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 APT_PATH = "/hst-program-info/download/hst/apt/{id}/"
 PRO_PATH = "/hst/phase2-public/{id}.pro"
 MISSING = b""
-# A batch this large whose every proposal fails on server trouble means the archive is down.
-MIN_BATCH_TO_JUDGE_ARCHIVE = 2
 # Which reason names a failure when several sources failed: a parse problem beats a refusal
 # (the document exists, we may not read it) beats "not found" beats the rest.
 REASON_ORDER = ("unsafe_xml", "malformed_xml", "empty_abstract", "missing_cycle", "invalid_proposal",

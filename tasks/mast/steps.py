@@ -286,7 +286,8 @@ def definitively_failed_proposals(ctx: IngestContext) -> set[str]:
 def troubled_scope(ctx: IngestContext) -> set[str]:
     """Observed proposals with a document or a preview that failed only on server trouble."""
     stored = {r["proposal_id"] for r in ctx.rows("proposals")}
-    ids = failed_proposals(ctx) - definitively_failed_proposals(ctx) - stored
+    ids = {pid for pid, reasons in proposal_failure_reasons(ctx).items()
+           if all(server_trouble(reason) for reason in reasons)} - stored
     ids |= {r["proposal_id"] for r in ctx.rows("previews")
             if r["status"] == "http_error" and failed_transiently(PreviewImage.model_validate(r))}
     return ids & {r["proposal_id"] for r in ctx.rows("observations")}

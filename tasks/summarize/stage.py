@@ -78,9 +78,9 @@ Progress = Callable[[int, int], None]  # (abstracts settled so far, abstracts to
 def default_model_id(params: SummarizeParams) -> str:
     """The model id a backend will report, known before loading it ('' = ask the server)."""
     if params.backend == "extractive":
-        from tasks.summarize.backends.extractive import ExtractiveBackend
+        from tasks.summarize.backends.extractive import extractive_model_id
 
-        return ExtractiveBackend(params.limits).model_id
+        return extractive_model_id()
     # A local model directory is keyed by what it holds, not by how its path was spelt.
     if params.backend == "transformers":
         from tasks.summarize.backends.transformers_backend import DEFAULT_TRANSFORMERS_MODEL

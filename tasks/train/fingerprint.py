@@ -14,21 +14,10 @@ from pathlib import Path
 
 import open_clip
 
-from storage.fs import open_fs
+from storage.fs import sha256_file
 
-_CHUNK = 8 << 20
 # What open_clip may load from a local-dir: folder (open_clip.factory picks one of these by name).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
-
-
-def sha256_file(url: str) -> str:
-    """sha256 of a file (local path or fsspec URL), streamed: checkpoints run to gigabytes."""
-    fs, path = open_fs(url)
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_fingerprint(model: str, pretrained: str) -> str | None:

@@ -14,10 +14,9 @@ import logging
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.manifest import Manifest
-from storage.fs import exists, join, open_fs, read_text
+from storage.fs import exists, join, open_fs, read_text, sha256_file
 from tasks.train.checkpoint import step_checkpoints
 from tasks.train.export import META_FILE
-from tasks.train.fingerprint import sha256_file
 
 log = logging.getLogger(__name__)
 
