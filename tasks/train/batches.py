@@ -109,18 +109,20 @@ class ImagePrep:
     """Move a batch to the device; normalise uint8 images there with the model's mean/std."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
-        from tasks.dataset.augment import channel_stats  # here, not at import: as in tasks.train.data
+        from tasks.dataset.augment import (  # here, not at import: as in tasks.train.data
+            channel_stats,
+            normalize,
+        )
 
         self.device = device
+        self._normalize = normalize  # bound once: `images` runs every step
         # Made once: the CUDA-graph step calls `images` during capture, where no host copy may run.
         self.mean, self.std = channel_stats(mean, std, torch.float32, device)
 
     def images(self, images: torch.Tensor) -> torch.Tensor:
-        from tasks.dataset.augment import normalize
-
         images = images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
-            return normalize(images, torch.float32, self.mean, self.std)
+            return self._normalize(images, torch.float32, self.mean, self.std)
         return images.float()
 
     def tokens(self, tokens: torch.Tensor) -> torch.Tensor:

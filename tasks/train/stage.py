@@ -79,8 +79,9 @@ def config_hash(cfg: TrainConfig, dataset_digest: str, weights: str | None = Non
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def run_name_for(cfg: TrainConfig, dataset_version: str, dataset_digest: str, weights: str | None = None) -> str:
-    return f"{dataset_version}-{cfg.preset}-{config_hash(cfg, dataset_digest, weights)[:10]}"
+def run_name_for(cfg: TrainConfig, dataset_version: str, key: str) -> str:
+    """`key` is the run's config_hash."""
+    return f"{dataset_version}-{cfg.preset}-{key[:10]}"
 
 
 def seed_everything(seed: int) -> None:
@@ -167,7 +168,7 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
     data = open_training_data(params.data, params.dataset_version, verify=False)  # verified below, if it trains
     weights = weights_fingerprint(cfg.model, cfg.pretrained)
     key = config_hash(cfg, data.digest, weights)
-    run = params.run_name or run_name_for(cfg, data.version, data.digest, weights)
+    run = params.run_name or run_name_for(cfg, data.version, key)
     run_dir = join(DataLayout(params.data).runs, run)
     inputs = {"dataset": data.digest, **({"pretrained_weights": weights} if weights is not None else {})}
     hashed = {**cfg.hashed_fields(), "dataset_version": data.version}
