@@ -74,10 +74,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _recorded(data: str, version: str, marker: str, field: str) -> str:
+def _recorded(data: str, version: str, marker: str, field: str) -> str | None:
+    """`field` of a version's marker file; None when the file is absent, '' when it says nothing."""
     path = join(version_root(data, version), marker)
     if not exists(path):
-        return ""
+        return None
     try:
         return str(json.loads(read_text(path)).get(field, ""))
     except ValueError:
@@ -106,9 +107,10 @@ def list_versions(data: str) -> list[dict]:
     out = []
     for entry in fs.ls(path, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        out.append({"version": name, "complete": exists(join(data, VERSIONS, name, COMPLETE)),
-                    "current": name == live, "started_at": _recorded(data, name, STARTED, "started_at"),
-                    "completed_at": _recorded(data, name, COMPLETE, "completed_at")})
+        completed_at = _recorded(data, name, COMPLETE, "completed_at")
+        out.append({"version": name, "complete": completed_at is not None, "current": name == live,
+                    "started_at": _recorded(data, name, STARTED, "started_at") or "",
+                    "completed_at": completed_at or ""})
     return sorted(out, key=lambda v: (v["started_at"], v["version"]))
 
 
@@ -123,9 +125,8 @@ def prune_versions(data: str, keep: int) -> list[str]:
     complete = sorted((v for v in versions if v["complete"]), key=lambda v: (v["completed_at"], v["version"]))
     doomed = {v["version"] for v in complete[:-keep]} if len(complete) > keep else set()
     if live is not None:
-        position = {v["version"]: i for i, v in enumerate(versions)}  # start order
-        doomed |= {v["version"] for v in versions
-                   if not v["complete"] and position[v["version"]] < position[live["version"]]}
+        started_before = versions[:versions.index(live)]  # `versions` is in start order
+        doomed |= {v["version"] for v in started_before if not v["complete"]}
         doomed.discard(live["version"])
     fs, _ = open_fs(data)
     for version in sorted(doomed):

@@ -125,8 +125,10 @@ class TensorTransform:
     """The eval transform on uint8 CHW tensors: shortest side to `size`, centre crop, normalise."""
 
     def __init__(self, cfg: dict[str, Any], device: torch.device):
-        from tasks.dataset.augment import channel_stats  # here, not at import: search loads no data stack
+        # Here, not at import: search loads no data stack. Bound once: __call__ runs every batch.
+        from tasks.dataset.augment import channel_stats, normalize
 
+        self._normalize = normalize
         size = cfg["size"]
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.mean, self.std = channel_stats(cfg["mean"], cfg["std"], torch.float32, device)
@@ -136,12 +138,10 @@ class TensorTransform:
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
-        from tasks.dataset.augment import normalize
-
         mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
         resized = F.resize(batch, [min(self.size)], interpolation=mode, antialias=True)
         cropped = F.center_crop(resized, list(self.size))
-        return normalize(cropped, torch.float32, self.mean, self.std)  # uint8 in: decode_jpeg's output
+        return self._normalize(cropped, torch.float32, self.mean, self.std)  # uint8 in: decode_jpeg's output
 
 
 def _prepare_torch_batch(
