@@ -18,7 +18,9 @@ amp_bf16) at the same batch size, then the paper's 20,000 x 32 recipe time.
 
 Modes: eager; compile (torch.compile, default mode); graphs (the whole step, AdamW included, as
 one CUDA graph); compile+graphs (the compiled step captured whole); reduce-overhead (torch.compile's
-own CUDA graphs). Targets (issue 6): >= 2,800 samples/s at batch 256 from shards; the recipe in
+own CUDA graphs). Each runs with the trainer's default fused self-attention
+(tasks/train/attention.py); a "/mha" suffix (e.g. compile+graphs/mha) runs open_clip's own
+nn.MultiheadAttention instead, for the side-by-side ratio. Targets (issue 6): >= 2,800 samples/s at batch 256 from shards; the recipe in
 <= 10 minutes (>= 1,070 samples/s at batch 32).
 """
 
@@ -133,10 +135,12 @@ def measure(args: argparse.Namespace, dataset, batch: int, mode: str, device: to
     from tasks.train.model import create_clip, get_tokenizer
     from tasks.train.presets import resolve_config
 
-    compile_mode, graphs = MODES[mode]
+    base_mode, _, attention = mode.partition("/")
+    compile_mode, graphs = MODES[base_mode]
     cfg = resolve_config(TrainParams(
         preset="paper", model=args.model, pretrained="", batch_size=batch, steps=RECIPE_STEPS,
-        precision=args.precision, compile_mode=compile_mode, cuda_graphs=graphs, device=device.type,
+        precision=args.precision, compile_mode=compile_mode, cuda_graphs=graphs,
+        fused_attention=attention != "mha", device=device.type,
         workers=args.workers, decode_device=args.decode, seed=0))
     torch.manual_seed(0)
     created = create_clip(cfg, device)
@@ -297,6 +301,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--open-clip-timeout-s", type=float, default=240)
     parser.add_argument("--budget-s", type=float, default=540, help="skip what would start after this")
     args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    for mode in modes:  # all checked before any GPU time is spent
+        base_mode, _, attention = mode.partition("/")
+        if base_mode not in MODES or attention not in ("", "mha"):
+            raise SystemExit(f"unknown mode {mode!r}; known: {', '.join(MODES)}, each optionally with /mha")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("tasks.dataset", "root", "tasks.train.model"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -324,9 +333,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 rows.append(open_clip_trainer(args, batch, device))
                 log.info("batch %d open_clip_train: %s samples/s %s", batch, rows[-1].samples_per_s, rows[-1].note)
-        for mode in args.modes.split(","):
-            if mode not in MODES:
-                raise SystemExit(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        for mode in modes:
             if time.perf_counter() - started > args.budget_s:
                 rows.append(Row(batch, mode, "shards", None, "skipped: time budget"))
                 continue

@@ -29,6 +29,7 @@ Head = Literal["none", "mlp"]
 Precision = Literal["fp32", "bf16"]
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune"]
+DecodeDevice = Literal["cpu", "cuda"]
 
 
 class TrainParams(BaseModel):
@@ -60,6 +61,8 @@ class TrainParams(BaseModel):
     precision: Precision | None = Field(default=None, description="fp32, or bf16 autocast (CUDA)")
     compile_mode: CompileMode = Field(default="none", description="torch.compile mode ('reduce-overhead' uses CUDA graphs)")
     cuda_graphs: bool = Field(default=False, description="capture the whole train step (forward, backward, AdamW) in one CUDA graph")
+    fused_attention: bool = Field(
+        default=True, description="batch-first self-attention without nn.MultiheadAttention's copies (same math)")
     grad_checkpointing: bool = Field(default=False, description="trade compute for memory (large models/batches)")
     image_size: int | None = Field(default=None, ge=16, description="override the model's input size")
     resize_to: int | None = Field(default=None, ge=16,
@@ -72,7 +75,7 @@ class TrainParams(BaseModel):
     seed: int = Field(default=0, ge=0)
     device: DeviceChoice = "auto"
     workers: int | None = Field(default=None, ge=0, description="data-loading worker processes")
-    decode_device: Literal["cpu", "cuda"] = Field(
+    decode_device: DecodeDevice = Field(
         default="cpu", description="'cuda': JPEGs decoded and augmented on the GPU (nvJPEG) instead of in workers")
     run_name: str | None = Field(default=None, description="default: <dataset version>-<preset>-<config hash>")
     resume: bool = Field(default=True, description="continue an interrupted run from its last checkpoint")
@@ -114,6 +117,7 @@ class TrainConfig(BaseModel):
     precision: Precision
     compile_mode: CompileMode
     cuda_graphs: bool
+    fused_attention: bool = True
     grad_checkpointing: bool
     image_size: int | None = Field(ge=16)
     resize_to: int | None = Field(ge=16)
@@ -125,13 +129,14 @@ class TrainConfig(BaseModel):
     seed: int = Field(ge=0)
     device: DeviceChoice
     workers: int = Field(ge=0)
-    decode_device: Literal["cpu", "cuda"] = "cpu"
+    decode_device: DecodeDevice = "cpu"
 
     def hashed_fields(self) -> dict:
         """The fields that change the trained weights: the run-name hash and stage cache key.
 
         Left out: how often to log/validate/checkpoint, the device, where JPEGs are decoded,
-        compilation and CUDA graphs: none changes what is learned beyond rounding.
+        compilation, CUDA graphs and the attention implementation: none changes what is learned
+        beyond rounding.
 
         The worker count is in, as `loader_workers`: the loader lays each epoch out per worker
         (tasks/dataset/loader.py), so it decides which rows share a batch (each worker streams its
@@ -143,7 +148,7 @@ class TrainConfig(BaseModel):
         interrupted epoch.)
         """
         skip = {"checkpoint_every", "keep_checkpoints", "val_every", "log_every", "device", "workers",
-                "compile_mode", "cuda_graphs", "decode_device"}
+                "compile_mode", "cuda_graphs", "fused_attention", "decode_device"}
         fields = {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
         fields["loader_workers"] = max(1, self.workers)
         return fields

@@ -17,6 +17,7 @@ from flows.commands.options import DataOption, live_data_root
 from schemas.train import (
     CaptionSource,
     CompileMode,
+    DecodeDevice,
     DeviceChoice,
     Freeze,
     Head,
@@ -66,21 +67,29 @@ def train_command(
     caption_source: Annotated[CaptionSource, typer.Option(help="summary or abstract captions")] = "summary",
     freeze: Annotated[Freeze | None, typer.Option(help="towers to freeze")] = None,
     head: Annotated[Head | None, typer.Option(help="mlp: residual MLP head per tower (frozen-head variant)")] = None,
+    head_hidden: Annotated[int, typer.Option(help="hidden width of the MLP head (paper: 1024)")] = 1024,
     shuffled: Annotated[bool, typer.Option("--shuffled", help="shuffled-pairs control (stays at chance)")] = False,
     fixed_temperature: Annotated[float | None, typer.Option(
         help="hold the temperature fixed (logit scale 1/T); 0.217 reproduces the reference's mistake")] = None,
     precision: Annotated[Precision | None, typer.Option(help="fp32 or bf16 autocast")] = None,
     compile_mode: Annotated[CompileMode, typer.Option("--compile", help="torch.compile mode")] = "none",
     cuda_graphs: Annotated[bool, typer.Option(help="whole train step as one CUDA graph (GPU)")] = False,
+    fused_attention: Annotated[bool, typer.Option(
+        help="batch-first self-attention without nn.MultiheadAttention's copies (same math)")] = True,
     grad_checkpointing: Annotated[bool, typer.Option(help="gradient checkpointing")] = False,
     image_size: Annotated[int | None, typer.Option(help="override the model's input size")] = None,
     resize_to: Annotated[int | None, typer.Option(help="resize stored previews to this side before cropping")]
     = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="checkpoint every N steps")] = None,
+    keep_checkpoints: Annotated[int, typer.Option(help="step_N.pt files kept (last.pt and best.pt always)")] = 3,
     val_every: Annotated[int | None, typer.Option(help="validate every N steps")] = None,
+    val_pairs: Annotated[int | None, typer.Option(help="validation pairs used (in batches of 100)")] = None,
+    log_every: Annotated[int, typer.Option(help="log metrics every N steps")] = 10,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[DeviceChoice, typer.Option(help="auto: CUDA when present")] = "auto",
     workers: Annotated[int | None, typer.Option(help="data-loading worker processes")] = None,
+    decode_device: Annotated[DecodeDevice, typer.Option(
+        help="cuda: JPEGs decoded and augmented on the GPU (nvJPEG) instead of in workers")] = "cpu",
     run_name: Annotated[str | None, typer.Option(help="default: <dataset version>-<preset>-<config hash>")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run from its last checkpoint")] = True,
     wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = False,
@@ -92,11 +101,12 @@ def train_command(
         data=live_data_root(data), preset=preset, dataset_version=dataset_version, model=model,
         pretrained=pretrained, from_scratch=from_scratch, steps=steps, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, loss=loss,
-        caption_source=caption_source, freeze=freeze, head=head, shuffled_pairs=shuffled,
+        caption_source=caption_source, freeze=freeze, head=head, head_hidden=head_hidden, shuffled_pairs=shuffled,
         fixed_temperature=fixed_temperature, precision=precision, compile_mode=compile_mode, cuda_graphs=cuda_graphs,
-        grad_checkpointing=grad_checkpointing, image_size=image_size, resize_to=resize_to, checkpoint_every=checkpoint_every,
-        val_every=val_every, seed=seed, device=device, workers=workers, run_name=run_name, resume=resume,
-        wandb=wandb,
+        fused_attention=fused_attention, grad_checkpointing=grad_checkpointing, image_size=image_size,
+        resize_to=resize_to, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+        val_every=val_every, val_pairs=val_pairs, log_every=log_every, seed=seed, device=device, workers=workers,
+        decode_device=decode_device, run_name=run_name, resume=resume, wandb=wandb,
     )
     result = _train(params, use_flow)
     if as_json:

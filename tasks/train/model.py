@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from schemas.errors import InputError, RemoteError
 from schemas.train import TrainConfig
+from tasks.train.attention import use_fused_attention
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,8 @@ def create_clip(cfg: TrainConfig, device: torch.device | str = "cpu") -> Created
         raise InputError(f"checkpoint {cfg.pretrained!r} cannot be read: {type(err).__name__}: {err}") from err
 
     info: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
+    if cfg.fused_attention:
+        info["fused_attention_blocks"] = use_fused_attention(model)
     model_cfg = effective_model_config(cfg.model, cfg.image_size, **kwargs)
     preprocess_cfg = dict(model.visual.preprocess_cfg)
     if cfg.fixed_temperature is not None:

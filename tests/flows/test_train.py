@@ -51,3 +51,28 @@ def test_cli_trains_and_reports_bad_input_in_one_line(data, capsys):
     assert len(err) == 1 and err[0].startswith("hubbleclip: error: unknown model name 'ViT-Nope'"), err
     presets = runner.invoke(app, ["train-presets"])
     assert presets.exit_code == 0 and "paper" in presets.output and "ViT-B-16" in presets.output
+
+
+def test_every_train_parameter_is_an_option_of_hubbleclip_train_and_reaches_the_params(monkeypatch, tmp_path):
+    import typer
+
+    import flows.commands.train as train_command
+
+    command = typer.main.get_command(app).commands["train"]
+    options = {p.name for p in command.params} - {"use_flow", "as_json"}
+    renamed = {"shuffled": "shuffled_pairs"}
+    assert {renamed.get(name, name) for name in options} == set(TrainParams.model_fields)
+
+    seen = []
+
+    def record_and_stop(params, use_flow):
+        seen.append(params)
+        raise SystemExit(0)  # the parameters are what is tested, not a training run
+
+    monkeypatch.setattr(train_command, "_train", record_and_stop)
+    CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--head-hidden", "256", "--keep-checkpoints", "5",
+                             "--val-pairs", "300", "--log-every", "3", "--decode-device", "cuda",
+                             "--no-fused-attention"])
+    params = seen[0]
+    assert (params.head_hidden, params.keep_checkpoints, params.val_pairs, params.log_every, params.decode_device,
+            params.fused_attention) == (256, 5, 300, 3, "cuda", False)

@@ -86,6 +86,7 @@ def resolve_config(params: TrainParams) -> TrainConfig:
         precision=pick("precision", "fp32"),
         compile_mode=params.compile_mode,
         cuda_graphs=params.cuda_graphs,
+        fused_attention=params.fused_attention,
         grad_checkpointing=params.grad_checkpointing,
         image_size=pick("image_size"),
         resize_to=pick("resize_to"),
