@@ -110,7 +110,9 @@ def query_window(run_key: str, params: IngestParams, spec: QuerySpec, expected: 
 
 
 @task(name="fetch-proposals", **RETRIES)
-def fetch_proposals(run_key: str, params: IngestParams, proposal_ids: list[str]) -> dict[str, list[dict]]:
+def fetch_proposals(run_key: str, params: IngestParams, proposal_ids: list[str],
+                    retry_token: str) -> dict[str, list[dict]]:
+    """One batch; `retry_token` (see fetch_retry_tokens) keeps a batch that met server trouble off the cache."""
     good, bad = steps.fetch_proposals(context_for(run_key, params), proposal_ids)
     return {"proposals": [p.model_dump(mode="json") for p in good], "failures": [asdict(f) for f in bad]}
 
@@ -137,6 +139,17 @@ def commit_proposals(run_key: str, params: IngestParams, fetched: Sequence[dict[
 @task(name="commit-previews")
 def commit_previews(run_key: str, params: IngestParams, rows: Sequence[dict]) -> int:
     return steps.commit_previews(context_for(run_key, params), [PreviewImage.model_validate(r) for r in rows])
+
+
+def fetch_retry_tokens(ctx: steps.IngestContext, target_batches: list[list[str]], run_key: str) -> list[str]:
+    """Per batch, this run's key if it holds a proposal that failed on server trouble, else "".
+
+    A batch's cached result keeps its failures. A batch that met an outage would otherwise be
+    answered from the cache by every run of the next day (the same targets make the same batches,
+    and after a whole outage they do), and the proposals it failed on would not be tried again.
+    """
+    troubled = steps.transiently_failed_proposals(ctx)
+    return [run_key if troubled.intersection(batch) else "" for batch in target_batches]
 
 
 # -- flows ---------------------------------------------------------------------------------------
@@ -170,9 +183,10 @@ def _ingest(run_key: str, params: IngestParams, ctx: steps.IngestContext, logger
     outcome = commit_observations(run_key, params, selection, row_lists)
 
     targets = steps.proposal_targets(ctx, outcome.scope)
-    fetch = fetch_proposals.with_options(**_cached(["proposal_ids"], params, timedelta(days=1)))
+    fetch = fetch_proposals.with_options(**_cached(["proposal_ids", "retry_token"], params, timedelta(days=1)))
     target_batches = batches(targets, params.proposal_batch_size)
-    fetched = fetch.map(unmapped(run_key), unmapped(params), target_batches).result() if target_batches else []
+    tokens = fetch_retry_tokens(ctx, target_batches, run_key)
+    fetched = fetch.map(unmapped(run_key), unmapped(params), target_batches, tokens).result() if target_batches else []
     commit_proposals(run_key, params, fetched)
 
     jobs, decided = steps.plan_preview_jobs(ctx, outcome.scope)

@@ -272,6 +272,12 @@ def failed_proposals(ctx: IngestContext) -> set[str]:
     return set(proposal_failure_reasons(ctx))
 
 
+def transiently_failed_proposals(ctx: IngestContext) -> set[str]:
+    """Proposals whose documents failed, only ever on server trouble (every run tries them again)."""
+    return {pid for pid, reasons in proposal_failure_reasons(ctx).items()
+            if all(server_trouble(reason) for reason in reasons)}
+
+
 def definitively_failed_proposals(ctx: IngestContext) -> set[str]:
     """Proposals with a failure that was an answer (404, 403, a bad document): left for --retry-failed.
 
@@ -286,8 +292,7 @@ def definitively_failed_proposals(ctx: IngestContext) -> set[str]:
 def troubled_scope(ctx: IngestContext) -> set[str]:
     """Observed proposals with a document or a preview that failed only on server trouble."""
     stored = {r["proposal_id"] for r in ctx.rows("proposals")}
-    ids = {pid for pid, reasons in proposal_failure_reasons(ctx).items()
-           if all(server_trouble(reason) for reason in reasons)} - stored
+    ids = transiently_failed_proposals(ctx) - stored
     ids |= {r["proposal_id"] for r in ctx.rows("previews")
             if r["status"] == "http_error" and failed_transiently(PreviewImage.model_validate(r))}
     return ids & {r["proposal_id"] for r in ctx.rows("observations")}

@@ -119,3 +119,27 @@ def test_cli_refresh_keeps_the_preview_policy_of_the_root(archive, capsys, tmp_p
     assert json.loads(out)["stats"].get("previews_ok", 0) > 0
     manifest = TableStore(DataLayout(str(data)).tables).manifest("previews")
     assert manifest.config["policy"] == {"include": [], "exclude": ["drz"]}
+
+
+def test_a_batch_that_met_an_outage_is_fetched_again_by_the_next_run_not_answered_from_the_cache(
+        archive, tmp_path, monkeypatch, reference_ingest):  # noqa: F811
+    from flows.ingest import ingest
+    from schemas.settings import get_settings
+    from tasks.mast import steps
+    from tasks.mast.proposals import ProposalFailure
+
+    def outage(ctx, proposal_ids):  # the STScI servers down for the whole run, past the client's retries
+        return [], [ProposalFailure(pid, "http_503", "apt: HTTP 503", transient=True) for pid in proposal_ids]
+
+    data = tmp_path / "data"
+    params = ingest_params(archive.url, data, proposal_batch_size=1000)  # one batch: the next run makes it again
+    with monkeypatch.context() as patched:
+        patched.setattr(steps, "fetch_proposals", outage)
+        first = ingest(params)
+    assert first.stats["proposals_fetched"] == 0 and first.stats["proposals_refused"] > 0
+    troubled = steps.transiently_failed_proposals(steps.IngestContext(params, get_settings()))
+    assert len(troubled) == first.stats["proposals_refused"]
+
+    second = ingest(params)  # the same day, servers back: the batch is fetched, not read from the cache
+    assert second.stats["proposals_fetched"] > 0
+    assert snapshot(data)["proposals"] == snapshot(reference_ingest)["proposals"]  # as if there was no outage
