@@ -214,11 +214,11 @@ class SplitShardWriter:
         self._row_groups.append(table.num_rows)
         self._buffer = _Buffer()
 
-    def close(self) -> list[ShardFile]:
-        """Commit the shard: [its ShardFile], or [] when nothing was added (then no file is written)."""
+    def close(self) -> ShardFile | None:
+        """Commit the shard: its ShardFile, or None when nothing was added (then no file is written)."""
         self._flush_row_group()
         if self._writer is None or self._file is None:
-            return []
+            return None
         relpath = self._relpath()
         self._writer.close()
         size, digest = self._file.commit()
@@ -227,7 +227,7 @@ class SplitShardWriter:
         log.info("wrote %s: %d rows in %d row groups, %.1f MB", relpath, shard.rows, len(self._row_groups),
                  size / 1e6)
         self._writer, self._file, self._row_groups = None, None, []
-        return [shard]
+        return shard
 
     def abort(self) -> None:
         """Drop the shard in progress (its temporary): nothing appears at its path."""

@@ -272,11 +272,11 @@ def build_shard(params: BuildDatasetParams, version: str, chunk: ShardChunk | Ma
                     words["caption_summary"].append(len(meta.caption_summary.split()))
             if progress is not None:
                 progress(1)
-        written = writer.close()
+        shard = writer.close()
     except BaseException:
         writer.abort()
         raise
-    return {"split": chunk.split, "part": chunk.part, "shard": shard_to_json(written[0]) if written else None,
+    return {"split": chunk.split, "part": chunk.part, "shard": shard_to_json(shard) if shard is not None else None,
             "rejects": rejects, "proposals": sorted(proposals), "caption_words": words}
 
 

@@ -121,7 +121,7 @@ def write_color_dataset(data: str, *, proposals_per_split: dict[str, int], image
                     caption_summary=f"{color} objects; the physics of {color} light",
                     caption_abstract=f"Category: Stars. We observe {color} objects. They are {color}.",
                     image_sha256=hashlib.sha256(image).hexdigest(), image=image))
-        for f in writer.close():
+        if (f := writer.close()) is not None:
             files.append(FileEntry(path=f.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256, partition=f.split))
     manifest = Manifest(name=MANIFEST_NAME, schema_version=DATASET_FORMAT,
                         arrow_schema=EXAMPLE_SCHEMA.remove_metadata().to_string(), files=files,
