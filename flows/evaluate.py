@@ -31,7 +31,7 @@ from flows.caching import (
 from schemas.evaluate import EvaluateParams
 from schemas.stage import StageResult
 from storage.fs import read_text
-from tasks.evaluate import EvaluationPlan, plan_evaluation, report_digest, run_evaluate
+from tasks.evaluate import EvaluationPlan, plan_evaluation, report_is_its_own, run_evaluate
 
 CODE = ("flows.evaluate", "tasks.evaluate", "schemas.evaluate", "storage", "schemas.manifest", "schemas.vocabulary")
 
@@ -86,7 +86,7 @@ def evaluate(params: EvaluateParams | None = None) -> StageResult:
         # A cache record outlived its files (reports or index deleted): evaluate again.
         logger.info("cached evaluation names missing files; evaluating again")
         result = evaluate_models.with_options(**_task_options(params, True))(params, key, plan)
-    elif report_digest(result.outputs["report_dir"]) != result.digest:
+    elif not report_is_its_own(result):
         # The report there is another configuration's (or half-written): this one's is gone.
         logger.info("the report on disk is not this evaluation's; evaluating again")
         result = evaluate_models.with_options(**_task_options(params, True))(params, key, plan)

@@ -117,13 +117,12 @@ class _StageRunner:
 
 
 def _still_its_report(stage: str, result: StageResult) -> bool:
-    """reports/<run>/ holds the last evaluation of a run, whatever its config: a cached evaluate
-    result is good only while the manifest there is still its own."""
+    """Only an evaluate result names a report that a later evaluation of its run can replace."""
     if stage != "evaluate" or "report_dir" not in result.outputs:
         return True
-    from tasks.evaluate import report_digest
+    from tasks.evaluate import report_is_its_own
 
-    return report_digest(result.outputs["report_dir"]) == result.digest
+    return report_is_its_own(result)
 
 
 def run_pipeline(params: PipelineParams, *, root: str | None = None, version: str = "",

@@ -6,6 +6,7 @@ Public API:
     run_evaluate(params: EvaluateParams, *, progress=None) -> StageResult     reports/<run>/, index/
     plan_evaluation(params) -> EvaluationPlan       run, dataset version, models, cache key inputs
     report_digest(report_dir) -> str | None         whose report is there (its manifest's digest)
+    report_is_its_own(result) -> bool               a (cached) evaluate result's report is still there
     metrics: evaluate_retrieval, inbatch_accuracy, similarity_histogram, retrieval_curve, cutoff
     open_index(data, name=None) -> EmbeddingIndex;  write_index(data, ...)
     open_searcher(data, search_model_loader, index=None, device="auto") -> Searcher
@@ -27,7 +28,13 @@ from tasks.evaluate.metrics import (
 )
 from tasks.evaluate.models import list_runs, load_clip, resolve_run, search_model_loader
 from tasks.evaluate.search import Searcher, open_searcher
-from tasks.evaluate.stage import EvaluationPlan, plan_evaluation, report_digest, run_evaluate
+from tasks.evaluate.stage import (
+    EvaluationPlan,
+    plan_evaluation,
+    report_digest,
+    report_is_its_own,
+    run_evaluate,
+)
 
 __all__ = [
     "EmbeddingIndex",
@@ -45,6 +52,7 @@ __all__ = [
     "open_searcher",
     "plan_evaluation",
     "report_digest",
+    "report_is_its_own",
     "resolve_run",
     "retrieval_curve",
     "run_evaluate",

@@ -288,6 +288,12 @@ def report_digest(report_dir: str) -> str | None:
         return None
 
 
+def report_is_its_own(result: StageResult) -> bool:
+    """reports/<run>/ holds the last evaluation of a run, whatever its config: a (cached) evaluate
+    result is good only while the manifest there is still its own."""
+    return report_digest(result.outputs["report_dir"]) == result.digest
+
+
 def _forget_manifest(report_dir: str) -> None:
     """Delete the report's manifest: the files about to be replaced no longer match it."""
     fs, path = open_fs(join(report_dir, MANIFEST_FILE))

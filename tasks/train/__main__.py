@@ -17,7 +17,7 @@ import typing
 
 from pydantic import ValidationError
 
-from schemas.errors import HubbleClipError
+from schemas.errors import HubbleClipError, validation_reasons
 from schemas.train import TrainParams
 
 
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         params = TrainParams(**{k: v for k, v in args.items() if v is not None})
         result = run_train(params)
     except ValidationError as err:
-        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        print(f"tasks.train: error: {reasons}", file=sys.stderr)
+        print(f"tasks.train: error: {validation_reasons(err)}", file=sys.stderr)
         return 1
     except HubbleClipError as err:
         print(f"tasks.train: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
