@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     mast_url: str = Field(default=REAL_MAST_URL, description="MAST server astroquery talks to")
     stsci_url: str = Field(default=REAL_STSCI_URL, description="where proposal documents are fetched")
     catalog_url: str = Field(default="", description="optional STScI proposal abstracts catalog flat file")
+    vllm_url: str = Field(default="http://127.0.0.1:8000/v1",
+                          description="the vLLM OpenAI-compatible server the `openai` summarizer backend talks to")
     download_concurrency: int = Field(default=16, ge=1, le=256)
     stsci_requests_per_second: float = Field(default=5.0, gt=0, le=1000)
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -35,6 +37,12 @@ def default_data_root() -> str:
     """The data root a params form starts with: $HUBBLECLIP_DATA where set (a worker's environment,
     e.g. /data on the compose stack's shared volume), else ./data."""
     return Settings().data
+
+
+def default_vllm_url() -> str:
+    """The `openai` summarizer's server a params form starts with: $HUBBLECLIP_VLLM_URL where set
+    (http://vllm:8000/v1 on the compose stack), else a vLLM server on this machine."""
+    return Settings().vllm_url
 
 
 def get_settings(**overrides: object) -> Settings:

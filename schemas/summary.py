@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from schemas.records import normalize_proposal_id, utcnow
-from schemas.settings import default_data_root
+from schemas.settings import default_data_root, default_vllm_url
 
 SUMMARY_SCHEMA_VERSION = 1
 DEFAULT_MAX_ITEMS = 5
@@ -215,7 +215,8 @@ class SummarizeParams(BaseModel):
         default=False, description="try the quarantined abstracts again (a rerun otherwise finds the stage current)")
     batch_size: int = Field(default=16, ge=1, le=4096, description="prompts per generate call (transformers)")
     device: str = Field(default="auto", description="transformers: auto, cpu, cuda, cuda:1")
-    base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai: the vLLM server's /v1 URL")
+    base_url: str = Field(default_factory=default_vllm_url,
+                          description="openai: the vLLM server's /v1 URL (default $HUBBLECLIP_VLLM_URL)")
     concurrency: int = Field(default=32, ge=1, le=1024, description="openai: requests in flight")
     request_timeout_s: float = Field(default=120.0, gt=0)
     tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="vllm: GPUs per model")

@@ -30,6 +30,7 @@ def _params(**values: Any) -> SummarizeParams:
     from tasks.summarize.backends import resolve_backend
 
     resolve_backend(values["backend"])
+    values = {k: v for k, v in values.items() if not (k == "base_url" and v is None)}  # None: the params' default
     try:
         return SummarizeParams(**values)
     except ValidationError as err:
@@ -52,7 +53,8 @@ def summarize_command(
         "--retry-failed", help="try the quarantined abstracts again (e.g. with more --max-attempts)")] = False,
     batch_size: Annotated[int, typer.Option(help="transformers: prompts per batch")] = 16,
     device: Annotated[str, typer.Option(help="transformers: auto, cpu, cuda")] = "auto",
-    base_url: Annotated[str, typer.Option(help="openai: the server's /v1 URL")] = _DEFAULTS["base_url"].default,
+    base_url: Annotated[str | None, typer.Option(
+        help="openai: the server's /v1 URL [default: $HUBBLECLIP_VLLM_URL or http://127.0.0.1:8000/v1]")] = None,
     concurrency: Annotated[int, typer.Option(help="openai: requests in flight")] = 32,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per model")] = 1,
     max_model_len: Annotated[int, typer.Option(help="vllm: context length")] = 4096,
@@ -108,7 +110,8 @@ def summarize_text_command(
     seed: Annotated[int, typer.Option(help="base seed")] = 0,
     batch_size: Annotated[int, typer.Option(help="transformers: prompts per batch")] = 16,
     device: Annotated[str, typer.Option(help="transformers: auto, cpu, cuda")] = "auto",
-    base_url: Annotated[str, typer.Option(help="openai: the server's /v1 URL")] = _DEFAULTS["base_url"].default,
+    base_url: Annotated[str | None, typer.Option(
+        help="openai: the server's /v1 URL [default: $HUBBLECLIP_VLLM_URL or http://127.0.0.1:8000/v1]")] = None,
 ) -> None:
     """Read abstracts on stdin, one per line; print one Summary as JSON per line, in the same order.
 

@@ -120,6 +120,20 @@ def test_forms_take_their_data_root_from_the_environment(monkeypatch):
     assert PipelineParams().data == "./data"
 
 
+def test_the_summarizer_server_comes_from_the_environment_in_forms_and_commands(monkeypatch):
+    # The compose stack sets HUBBLECLIP_VLLM_URL for its workers: the pipeline form's `openai`
+    # backend and `hubbleclip summarize-text` then talk to its vLLM service without being told.
+    from flows.commands.summarize import _params
+    from schemas.summary import SummarizeParams
+
+    monkeypatch.setenv("HUBBLECLIP_VLLM_URL", "http://vllm:8000/v1")
+    assert PipelineParams().summarize.base_url == SummarizeParams().base_url == "http://vllm:8000/v1"
+    assert _params(backend="openai", base_url=None).base_url == "http://vllm:8000/v1"
+    assert _params(backend="openai", base_url="http://gpu-7:8000/v1").base_url == "http://gpu-7:8000/v1"
+    monkeypatch.delenv("HUBBLECLIP_VLLM_URL")
+    assert SummarizeParams().base_url == "http://127.0.0.1:8000/v1"
+
+
 def test_the_dask_runner_without_its_extra_says_which_to_install(tmp_path, monkeypatch):
     import builtins
 
