@@ -1,11 +1,12 @@
 """Self-attention for open_clip's transformer blocks without nn.MultiheadAttention's layout copies.
 
 open_clip's `ResidualAttentionBlock` calls `nn.MultiheadAttention(x, x, x, need_weights=False)`.
-In training mode that goes through `F.multi_head_attention_forward`, which works sequence-first:
-it transposes the batch-first input, makes the packed q/k/v projection contiguous again after
-splitting it, and copies the attention output back before the output projection. Each of those is
-a pass over a (batch x tokens x width) tensor, forward and backward, in every block; under
-`torch.compile` they stay as copies around the matmul and attention kernels.
+In training mode that goes through `F.multi_head_attention_forward`, which works sequence-first
+on a transposed view of the batch-first input: it makes the packed q/k/v projection contiguous
+again after splitting it (a copy of a batch x tokens x 3*width tensor) and copies the attention
+output back into sequence-first order before the output projection. Those copies happen forward
+and backward in every block; under `torch.compile` they stay as copies around the matmul and
+attention kernels.
 
 `FusedSelfAttention` computes the same function from the same parameters batch-first: one packed
 projection viewed as (3, batch, heads, tokens, head_dim), `scaled_dot_product_attention` on those
@@ -28,8 +29,8 @@ class FusedSelfAttention(nn.MultiheadAttention):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
-        if (need_weights or key_padding_mask is not None or is_causal or query.dim() != 3
-                or not (query is key and key is value)):
+        if (need_weights or key_padding_mask is not None or is_causal or query.is_nested or query.dim() != 3
+                or not (query is key and key is value) or not _mask_fits(attn_mask, query, self.num_heads)):
             return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                                    attn_mask=attn_mask, average_attn_weights=average_attn_weights,
                                    is_causal=is_causal)
@@ -41,6 +42,15 @@ class FusedSelfAttention(nn.MultiheadAttention):
                                              dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).reshape(batch, tokens, width)
         return F.linear(out, self.out_proj.weight, self.out_proj.bias), None
+
+
+def _mask_fits(attn_mask: torch.Tensor | None, query: torch.Tensor, heads: int) -> bool:
+    """A mask nn.MultiheadAttention accepts for this query: (tokens, tokens) or (batch*heads, tokens,
+    tokens). Anything else goes to its own forward, which raises the error it would."""
+    if attn_mask is None:
+        return True
+    batch, tokens = query.shape[0], query.shape[1]
+    return tuple(attn_mask.shape) in ((tokens, tokens), (batch * heads, tokens, tokens))
 
 
 def _sdpa_mask(attn_mask: torch.Tensor | None, batch: int, heads: int) -> torch.Tensor | None:

@@ -62,12 +62,35 @@ def test_what_it_does_not_cover_goes_to_multihead_attentions_own_forward():
         ((x, memory, memory), {"need_weights": False}),  # cross-attention
         ((x, x, x), {"need_weights": True}),  # attention weights asked for
         ((memory, memory, memory), {"need_weights": False, "key_padding_mask": padding}),
+        ((x[0], x[0], x[0]), {"need_weights": False}),  # unbatched
     ]
     for args, kwargs in cases:
         out_ref, w_ref = reference(*args, **kwargs)
         out_fused, w_fused = fused(*args, **kwargs)
         torch.testing.assert_close(out_fused, out_ref)
         assert (w_ref is None) == (w_fused is None)
+
+
+def test_a_mask_of_the_wrong_shape_is_refused_as_multihead_attention_refuses_it():
+    reference, fused = _pair()
+    x = torch.randn(3, 7, 32)
+    for wrong in (torch.zeros(1, 7), torch.zeros(7, 6), torch.zeros(4, 7, 7)):
+        for module in (reference, fused):
+            with pytest.raises(RuntimeError, match="attn_mask"):
+                module(x, x, x, need_weights=False, attn_mask=wrong)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+def test_nested_inputs_go_to_multihead_attentions_own_forward():
+    reference, fused = _pair()
+    reference.eval()
+    fused.eval()
+    nested = torch.nested.nested_tensor([torch.randn(5, 32), torch.randn(3, 32)])
+    with torch.no_grad():  # the inference fast path is nn.MultiheadAttention's only nested route
+        out_ref, _ = reference(nested, nested, nested, need_weights=False)
+        out_fused, _ = fused(nested, nested, nested, need_weights=False)
+    for a, b in zip(out_ref.unbind(), out_fused.unbind(), strict=True):
+        torch.testing.assert_close(b, a)
 
 
 def test_only_batch_first_packed_self_attention_modules_are_swapped():
