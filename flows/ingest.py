@@ -6,7 +6,9 @@ or the batch, the server URLs, the preview configuration, the data root and the 
 Concurrency is task mapping over batches (window queries, proposal batches, preview batches) on a
 ThreadPoolTaskRunner; each batch runs sequentially on its thread's own astroquery client, so the
 number of parallel requests is the pool size. Commits run in the flow's own thread, called
-directly (never submitted), so table writes are serialised.
+directly (never submitted), so table writes are serialised. A batch that crashes loses nothing
+of the others: what came back (failures too) is committed before the error is raised, so the
+next run sees it rather than a cached answer.
 
 Timeouts live in the HTTP client (tasks.mast.http): Prefect's task timeouts do not interrupt
 synchronous code.
@@ -22,7 +24,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.cache_policies import CachePolicy
+from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
@@ -110,9 +112,7 @@ def query_window(run_key: str, params: IngestParams, spec: QuerySpec, expected: 
 
 
 @task(name="fetch-proposals", **RETRIES)
-def fetch_proposals(run_key: str, params: IngestParams, proposal_ids: list[str],
-                    retry_token: str) -> dict[str, list[dict]]:
-    """One batch; `retry_token` (see fetch_retry_tokens) keeps a batch that met server trouble off the cache."""
+def fetch_proposals(run_key: str, params: IngestParams, proposal_ids: list[str]) -> dict[str, list[dict]]:
     good, bad = steps.fetch_proposals(context_for(run_key, params), proposal_ids)
     return {"proposals": [p.model_dump(mode="json") for p in good], "failures": [asdict(f) for f in bad]}
 
@@ -141,15 +141,15 @@ def commit_previews(run_key: str, params: IngestParams, rows: Sequence[dict]) ->
     return steps.commit_previews(context_for(run_key, params), [PreviewImage.model_validate(r) for r in rows])
 
 
-def fetch_retry_tokens(ctx: steps.IngestContext, target_batches: list[list[str]], run_key: str) -> list[str]:
-    """Per batch, this run's key if it holds a proposal that failed on server trouble, else "".
-
-    A batch's cached result keeps its failures. A batch that met an outage would otherwise be
-    answered from the cache by every run of the next day (the same targets make the same batches,
-    and after a whole outage they do), and the proposals it failed on would not be tried again.
-    """
-    troubled = steps.transiently_failed_proposals(ctx)
-    return [run_key if troubled.intersection(batch) else "" for batch in target_batches]
+def _outcomes(futures: Sequence[Any]) -> tuple[list[Any], BaseException | None]:
+    """The results of the futures that finished, and the first error of those that did not."""
+    results, crashed = [], None
+    for future in futures:
+        try:
+            results.append(future.result())
+        except Exception as err:  # noqa: BLE001 - re-raised by the caller after committing the rest
+            crashed = crashed or err
+    return results, crashed
 
 
 # -- flows ---------------------------------------------------------------------------------------
@@ -183,11 +183,18 @@ def _ingest(run_key: str, params: IngestParams, ctx: steps.IngestContext, logger
     outcome = commit_observations(run_key, params, selection, row_lists)
 
     targets = steps.proposal_targets(ctx, outcome.scope)
-    fetch = fetch_proposals.with_options(**_cached(["proposal_ids", "retry_token"], params, timedelta(days=1)))
-    target_batches = batches(targets, params.proposal_batch_size)
-    tokens = fetch_retry_tokens(ctx, target_batches, run_key)
-    fetched = fetch.map(unmapped(run_key), unmapped(params), target_batches, tokens).result() if target_batches else []
-    commit_proposals(run_key, params, fetched)
+    cached_fetch = fetch_proposals.with_options(**_cached(["proposal_ids"], params, timedelta(days=1)))
+    # A batch holding a proposal that failed on server trouble is fetched afresh, and its outcome is
+    # not kept: a cached answer keeps its failures, and the same targets make the same batches (after
+    # a whole outage they do), so it would hand the outage back to every run of the next day.
+    fresh_fetch = fetch_proposals.with_options(cache_policy=NO_CACHE, persist_result=False)
+    troubled = steps.transiently_failed_proposals(ctx)
+    futures = [(fresh_fetch if troubled.intersection(batch) else cached_fetch).submit(run_key, params, batch)
+               for batch in batches(targets, params.proposal_batch_size)]
+    fetched, crashed = _outcomes(futures)
+    commit_proposals(run_key, params, fetched)  # what did come back, failures too, even if a batch crashed
+    if crashed is not None:
+        raise crashed
 
     jobs, decided = steps.plan_preview_jobs(ctx, outcome.scope)
     steps.commit_previews(ctx, decided)
@@ -199,13 +206,18 @@ def _ingest(run_key: str, params: IngestParams, ctx: steps.IngestContext, logger
     progress = create_progress_artifact(0.0, key="ingest-progress", description="preview batches done")
     futures = download.map(unmapped(run_key), unmapped(params), job_batches, unmapped(plan_digest)) if job_batches else []
     pending: list[dict] = []
+    crashed = None
     for done, future in enumerate(as_completed(futures), start=1):
-        pending += future.result()
+        finished, error = _outcomes([future])
+        pending += finished[0] if finished else []
+        crashed = crashed or error
         if done % params.commit_every == 0:
             commit_previews(run_key, params, pending)
             pending = []
         update_progress_artifact(progress, 100.0 * done / max(1, len(job_batches)))
-    commit_previews(run_key, params, pending)
+    commit_previews(run_key, params, pending)  # every batch that came back, even if one crashed
+    if crashed is not None:
+        raise crashed
     update_progress_artifact(progress, 100.0)
 
     digests = steps.finish(ctx, selection, outcome)

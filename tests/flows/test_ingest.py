@@ -143,3 +143,65 @@ def test_a_batch_that_met_an_outage_is_fetched_again_by_the_next_run_not_answere
     second = ingest(params)  # the same day, servers back: the batch is fetched, not read from the cache
     assert second.stats["proposals_fetched"] > 0
     assert snapshot(data)["proposals"] == snapshot(reference_ingest)["proposals"]  # as if there was no outage
+
+
+def test_failures_of_finished_batches_are_kept_when_another_batch_crashes(archive, tmp_path, monkeypatch,
+                                                                          reference_ingest):  # noqa: F811
+    # Batches that came back are committed, failures included, before the crash is raised: else
+    # their cached outage would be answered to the next run as if it were the news.
+    from flows.ingest import ingest
+    from schemas.errors import InputError
+    from schemas.settings import get_settings
+    from tasks.mast import steps
+    from tasks.mast.proposals import ProposalFailure
+
+    data = tmp_path / "data"
+    params = ingest_params(archive.url, data, proposal_batch_size=1)
+    crashing: list[str] = []
+
+    def outage_and_a_crash(ctx, proposal_ids):
+        if not crashing:
+            crashing.append(proposal_ids[0])
+        if proposal_ids[0] == crashing[0]:
+            raise InputError(f"proposal {proposal_ids[0]}: a bug in this batch")  # not retried
+        return [], [ProposalFailure(pid, "http_503", "apt: HTTP 503", transient=True) for pid in proposal_ids]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(steps, "fetch_proposals", outage_and_a_crash)
+        with pytest.raises(Exception, match="a bug in this batch"):
+            ingest(params)
+    troubled = steps.transiently_failed_proposals(steps.IngestContext(params, get_settings()))
+    assert troubled and crashing[0] not in troubled
+
+    ingest(params)  # servers back, bug gone: every proposal is fetched, none answered from the cache
+    assert snapshot(data)["proposals"] == snapshot(reference_ingest)["proposals"]
+
+
+def test_previews_of_finished_batches_are_committed_when_another_batch_crashes(archive, tmp_path, monkeypatch,
+                                                                              reference_ingest):  # noqa: F811
+    from flows.ingest import ingest
+    from schemas.errors import InputError
+    from tasks.mast import steps
+
+    data = tmp_path / "data"
+    params = ingest_params(archive.url, data, commit_every=1000)  # one commit at the end: the case at stake
+    real_download = steps.download_previews
+    batches_seen: list[str] = []
+
+    def one_batch_crashes(ctx, jobs):
+        batches_seen.append(jobs[0].obsid)
+        if len(batches_seen) == 2:
+            raise InputError(f"preview batch from {jobs[0].obsid}: a bug")  # not retried
+        return real_download(ctx, jobs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(steps, "download_previews", one_batch_crashes)
+        with pytest.raises(Exception, match="a bug"):
+            ingest(params)
+    kept = snapshot(data)["previews"]
+    reference = snapshot(reference_ingest)["previews"]
+    assert 0 < len([r for r in kept if r["status"] == "ok"]) < len([r for r in reference if r["status"] == "ok"])
+    assert all(row in reference for row in kept)
+
+    ingest(params)  # the rest is downloaded; the committed batches are not planned again
+    assert snapshot(data)["previews"] == reference
