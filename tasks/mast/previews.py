@@ -245,13 +245,6 @@ class PreviewFetcher:
                             base_s=self.client.backoff_s)
 
     # -- one preview -------------------------------------------------------------------------
-    def fetch_one(self, job: PreviewJob, url: str, workdir: str) -> PreviewImage:
-        """The outcome for one preview; server trouble past its retries is an http_error row."""
-        try:
-            return self.attempt(job, url, workdir)
-        except RemoteError as err:
-            return unavailable(job, url, err)
-
     def attempt(self, job: PreviewJob, url: str, workdir: str) -> PreviewImage:
         """The outcome for one preview; RemoteError when its server kept failing past the retries."""
         base = {"obsid": job.obsid, "proposal_id": job.proposal_id, "source_url": url}

@@ -135,18 +135,25 @@ def quarantine(ctx: IngestContext, records: Iterable[QuarantineRecord]) -> int:
     if not records:
         return 0
     with ctx.lock:
-        if ctx._quarantined is None:  # read once per run; this run's appends keep it current
-            ctx._quarantined = {(r["record_id"], r["stage"], r["reason"]) for r in ctx.rows("quarantine")}
+        known = _quarantined_keys(ctx)
         fresh: dict[tuple[str, str, str], QuarantineRecord] = {}
         for rec in records:
             key = (rec.record_id, rec.stage, rec.reason)
-            if key not in ctx._quarantined:
+            if key not in known:
                 fresh.setdefault(key, rec)
         if fresh:
             ctx.tables.append("quarantine", table_from_records(fresh.values(), QUARANTINE_SCHEMA))
-            ctx._quarantined |= set(fresh)
+            known |= set(fresh)
     ctx.stats["quarantined"] += len(fresh)
     return len(fresh)
+
+
+def _quarantined_keys(ctx: IngestContext) -> set[tuple[str, str, str]]:
+    """(record_id, stage, reason) of every quarantine row; call with ctx.lock held. Read once per
+    run: `quarantine` is the table's only writer and adds its appends to this set."""
+    if ctx._quarantined is None:
+        ctx._quarantined = {(r["record_id"], r["stage"], r["reason"]) for r in ctx.rows("quarantine")}
+    return ctx._quarantined
 
 
 def _q(record_id: str, reason: str, detail: str) -> QuarantineRecord:
@@ -260,10 +267,12 @@ def commit_observations(ctx: IngestContext, selection: Selection,
 def proposal_failure_reasons(ctx: IngestContext) -> dict[str, set[str]]:
     """Proposal id -> the reasons its documents failed (not "no_observations": that one may change
     any day)."""
+    with ctx.lock:
+        keys = list(_quarantined_keys(ctx))
     reasons: dict[str, set[str]] = {}
-    for r in ctx.rows("quarantine"):
-        if r["stage"] == STAGE and r["record_id"].startswith("proposal/") and r["reason"] != "no_observations":
-            reasons.setdefault(r["record_id"].split("/", 1)[1], set()).add(r["reason"])
+    for record_id, stage, reason in keys:
+        if stage == STAGE and record_id.startswith("proposal/") and reason != "no_observations":
+            reasons.setdefault(record_id.split("/", 1)[1], set()).add(reason)
     return reasons
 
 
