@@ -68,10 +68,12 @@ def release_context(run_key: str) -> None:
 
 @dataclass
 class IngestKey(CachePolicy):
-    """Cache key = the named inputs (canonical JSON) + the server URLs + the preview configuration
-    (what a stored image is made with) + the ingest code version."""
+    """Cache key = the named inputs (canonical JSON) + the server URLs + the ingest code version,
+    and for preview downloads the preview configuration (what a stored image is made with): it
+    says nothing about proposal documents, whose cache must not miss when it changes."""
 
     fields: list[str] = field(default_factory=list)
+    previews: bool = False
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str | None:
@@ -80,7 +82,7 @@ class IngestKey(CachePolicy):
         return hash_objects(
             [canonical_json(_plain(inputs.get(name))) for name in self.fields],
             [settings.mast_url, settings.stsci_url, settings.catalog_url, settings.data],
-            canonical_json(params.preview_config()),
+            canonical_json(params.preview_config()) if self.previews else "",
             code_version(*CODE),
             raise_on_failure=True,
         )
@@ -94,9 +96,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _cached(fields: list[str], params: IngestParams, expiration: timedelta) -> dict[str, Any]:
-    return persisted_result_options(params.data, cache_policy=IngestKey(fields=fields), cache_expiration=expiration,
-                                    refresh_cache=params.rebuild or params.retry_failed)
+def _cached(fields: list[str], params: IngestParams, expiration: timedelta, *, previews: bool = False) -> dict[str, Any]:
+    return persisted_result_options(params.data, cache_policy=IngestKey(fields=fields, previews=previews),
+                                    cache_expiration=expiration, refresh_cache=params.rebuild or params.retry_failed)
 
 
 # -- tasks ---------------------------------------------------------------------------------------
@@ -202,15 +204,16 @@ def _ingest(run_key: str, params: IngestParams, ctx: steps.IngestContext, logger
     planned_on = ctx.tables.manifest("previews")
     plan_digest = planned_on.digest if planned_on is not None else ""
     download = download_previews.with_options(
-        **_cached(["jobs", "plan_digest"], params, timedelta(days=7)))
+        **_cached(["jobs", "plan_digest"], params, timedelta(days=7), previews=True))
     progress = create_progress_artifact(0.0, key="ingest-progress", description="preview batches done")
     futures = download.map(unmapped(run_key), unmapped(params), job_batches, unmapped(plan_digest)) if job_batches else []
     pending: list[dict] = []
     crashed = None
     for done, future in enumerate(as_completed(futures), start=1):
-        finished, error = _outcomes([future])
-        pending += finished[0] if finished else []
-        crashed = crashed or error
+        try:
+            pending += future.result()
+        except Exception as err:  # noqa: BLE001 - re-raised below, after committing the rest
+            crashed = crashed or err
         if done % params.commit_every == 0:
             commit_previews(run_key, params, pending)
             pending = []

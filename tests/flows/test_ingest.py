@@ -88,7 +88,7 @@ def test_the_download_cache_key_covers_the_preview_settings():
     from tasks.mast.previews import PreviewJob
 
     jobs = [PreviewJob("2003520266", "8880", "mast:HST/product/x_total_drc.jpg")]
-    key = IngestKey(fields=["jobs", "plan_digest"])
+    key = IngestKey(fields=["jobs", "plan_digest"], previews=True)
 
     def computed(**settings) -> str:
         params = IngestParams(data="/tmp/hubbleclip-key-test", **settings)
@@ -99,6 +99,24 @@ def test_the_download_cache_key_covers_the_preview_settings():
     for change in ({"image_size": 256}, {"padding_color": "#000000"}, {"preview_policy": PreviewPolicy(include=[])},
                    {"min_image_side": 32}, {"max_image_pixels": 1000}):
         assert computed(**change) != base, change
+
+
+def test_the_proposal_cache_key_ignores_the_preview_settings():
+    # Proposal documents do not depend on how previews are made or sampled: changing those must
+    # not refetch every proposal.
+    from flows.ingest import IngestKey
+    from schemas.ingest import IngestParams
+
+    key = IngestKey(fields=["proposal_ids"])
+
+    def computed(**settings) -> str:
+        params = IngestParams(data="/tmp/hubbleclip-key-test", **settings)
+        return key.compute_key(None, {"params": params, "proposal_ids": ["8880"]}, {})
+
+    base = computed()
+    for change in ({"image_size": 256}, {"max_images_per_proposal": 2}, {"seed": 7}):
+        assert computed(**change) == base, change
+    assert computed(stsci_url="http://other.test") != base
 
 
 def test_cli_refresh_keeps_the_preview_policy_of_the_root(archive, capsys, tmp_path):
