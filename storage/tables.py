@@ -216,12 +216,9 @@ class TableStore:
         old = self.manifest(name)
         if unique_on is not None and table.num_rows:
             columns = list(unique_on)
-            seen = set()
-            if old is not None:
-                stored = self.read(name, columns=columns)
-                seen = set(zip(*(stored.column(c).to_pylist() for c in columns), strict=True))
+            seen = _key_set(self.read(name, columns=columns), columns) if old is not None else set()
             keep = []
-            for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in columns), strict=True)):
+            for i, key in enumerate(_key_list(table, columns)):
                 if key not in seen:
                     seen.add(key)
                     keep.append(i)
@@ -306,8 +303,7 @@ def _dedupe_keep_last(table: pa.Table, keys: list[str]) -> pa.Table:
     only on which rows the table holds.
     """
     seen: dict[tuple, int] = {}
-    cols = [table.column(k).to_pylist() for k in keys]
-    for i, key in enumerate(zip(*cols, strict=True)):
+    for i, key in enumerate(_key_list(table, keys)):
         seen[key] = i
     order = sorted(seen.items(), key=lambda item: tuple((v is None, str(type(v)), v) for v in item[0]))
     return table.take([index for _, index in order])
