@@ -82,13 +82,10 @@ def evaluate(params: EvaluateParams | None = None) -> StageResult:
     plan = plan_evaluation(params)
     key = evaluation_cache_key(params, plan)
     result = evaluate_models.with_options(**_task_options(params, params.refresh))(params, key, plan)
-    if not outputs_still_present(result, params.data):
-        # A cache record outlived its files (reports or index deleted): evaluate again.
-        logger.info("cached evaluation names missing files; evaluating again")
-        result = evaluate_models.with_options(**_task_options(params, True))(params, key, plan)
-    elif not report_is_its_own(result):
-        # The report there is another configuration's (or half-written): this one's is gone.
-        logger.info("the report on disk is not this evaluation's; evaluating again")
+    if not (outputs_still_present(result, params.data) and report_is_its_own(result)):
+        # A cache record outlived its files (reports or index deleted), or the report there is
+        # another configuration's (or half-written): this one's is gone. Evaluate again.
+        logger.info("cached evaluation names missing or replaced outputs; evaluating again")
         result = evaluate_models.with_options(**_task_options(params, True))(params, key, plan)
     _publish(result)
     logger.info("evaluation of %s: %s", result.outputs.get("run_name"), result.outputs["report"])

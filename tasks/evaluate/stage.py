@@ -261,12 +261,10 @@ def build_search_index(params: EvaluateParams, plan: EvaluationPlan, clip: ClipM
 
 
 def _cached(params: EvaluateParams, plan: EvaluationPlan) -> StageResult | None:
-    url = join(plan.report_dir, MANIFEST_FILE)
-    if params.refresh or not exists(url) or not exists(join(plan.report_dir, "report.json")):
+    if params.refresh or not exists(join(plan.report_dir, "report.json")):
         return None
-    try:
-        manifest = Manifest.from_json(read_text(url))
-    except ValueError:  # InputError (tampered) or bad JSON: a damaged manifest means "evaluate again"
+    manifest = _report_manifest(plan.report_dir)
+    if manifest is None:  # none, or damaged: evaluate again
         return None
     if manifest.inputs != plan.inputs or manifest.config != plan.config:
         return None
@@ -281,9 +279,17 @@ def report_digest(report_dir: str) -> str | None:
     None when there is none (never finished, or a newer evaluation under way or killed) or it is
     damaged: then the report there belongs to no configuration.
     """
+    manifest = _report_manifest(report_dir)
+    return manifest.digest if manifest is not None else None
+
+
+def _report_manifest(report_dir: str) -> Manifest | None:
+    """The manifest beside the report in `report_dir`; None when absent or damaged."""
     url = join(report_dir, MANIFEST_FILE)
+    if not exists(url):
+        return None
     try:
-        return Manifest.from_json(read_text(url)).digest if exists(url) else None
+        return Manifest.from_json(read_text(url))
     except ValueError:  # InputError (tampered) or bad JSON
         return None
 
