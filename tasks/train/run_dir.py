@@ -15,7 +15,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from schemas.manifest import Manifest
 from storage.fs import exists, join, open_fs, read_text, sha256_file
-from tasks.train.checkpoint import step_checkpoints
+from tasks.train.checkpoint import prune_step_checkpoints
 from tasks.train.export import META_FILE
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ def clear_stale_attempt(run_dir: str, config_hash: str, manifest_file: str) -> l
     if exists(manifest):
         _remove(manifest, removed)
     checkpoints = join(run_dir, "checkpoints")
-    for _step, url in step_checkpoints(checkpoints):
-        _remove(url, removed)
+    removed += prune_step_checkpoints(checkpoints, keep=0)
     for name in ("last.pt", "best.pt"):
         if exists(join(checkpoints, name)):
             _remove(join(checkpoints, name), removed)
