@@ -30,7 +30,7 @@ def _params(**values: Any) -> SummarizeParams:
     from tasks.summarize.backends import resolve_backend
 
     resolve_backend(values["backend"])
-    values = {k: v for k, v in values.items() if not (k == "base_url" and v is None)}  # None: the params' default
+    values = {k: v for k, v in values.items() if v is not None}  # None: not given, the params' default
     try:
         return SummarizeParams(**values)
     except ValidationError as err:
