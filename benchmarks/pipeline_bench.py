@@ -12,7 +12,9 @@ temporary local Prefect API (the test harness, heartbeat off as in tests). Targe
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 
 # Before Prefect is imported: a private home, so no cache record leaks in from another run.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="hubbleclip-bench-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.mast_config import configure_astroquery
 
     work = Path(tempfile.mkdtemp(prefix="hubbleclip-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # ~300 MB a run; nothing to keep
     sky = work / "sky"
     generate_sky(sky, proposals=args.proposals, seed=0, mean_observations=4, bad_records=args.proposals >= 10)
     with ArchiveServer(sky_dir=sky) as server, prefect_test_harness(server_startup_timeout=120), \

@@ -17,7 +17,9 @@ p95 < 100 ms, steady over the 1,000 queries (last half's p50 within 1.5x of the 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -61,6 +63,7 @@ def _bench_model():
     from tasks.evaluate.embed import prepare_model
 
     cfg_dir = Path(tempfile.mkdtemp(prefix="search-bench-cfg-"))
+    atexit.register(shutil.rmtree, cfg_dir, ignore_errors=True)
     (cfg_dir / f"{BENCH_MODEL}.json").write_text(json.dumps(BENCH_CONFIG))
     open_clip.add_model_config(cfg_dir)
     torch.manual_seed(0)
@@ -103,6 +106,7 @@ def run(n: int, dim: int, queries: int, k: int, seed: int = 0) -> dict:
     if dim != BENCH_CONFIG["embed_dim"]:
         BENCH_CONFIG["embed_dim"] = dim
     root = tempfile.mkdtemp(prefix="search-bench-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # ~90 MB of index a run
     write_s = build_index(root, n, dim, seed)
     started = time.perf_counter()
     index = open_index(root)
