@@ -81,8 +81,6 @@ class ResponseLog:
     """
 
     status_code: int = 0
-    content_length: int | None = None
-    url: str = ""
     executing_polls: int = 0
     response: requests.Response | None = None  # the last one while capturing, else None
     capture: bool = False
@@ -100,8 +98,6 @@ class ResponseLog:
 def _track_response(record: ResponseLog) -> Callable[..., requests.Response]:
     def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         record.status_code = response.status_code
-        record.content_length = declared_length(response)
-        record.url = response.url
         record.response = response if record.capture else None
         if response.request.method == "POST" and "/invoke" in response.url and _is_executing(response):
             # astroquery re-posts an EXECUTING request at once, in a tight loop; pause first.
