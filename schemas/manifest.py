@@ -67,16 +67,28 @@ class Manifest(BaseModel):
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
+    def from_json(cls, content: str | bytes, source: str = "") -> Manifest:
+        """Parse a stored manifest; any damage is an InputError naming `source` (its path)."""
+        from pydantic import ValidationError
+
+        from schemas.errors import InputError, validation_reasons
+
+        where = f"manifest {source}" if source else "manifest"
+        try:
+            data = json.loads(content)  # bytes too: a UnicodeDecodeError is a ValueError
+        except ValueError as err:
+            raise InputError(f"{where} is unreadable, not valid JSON ({err}): truncated or corrupted") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{where} is unreadable: it holds a JSON {type(data).__name__}, not an object")
         claimed = data.pop("digest", None)
         data.pop("rows", None)
-        manifest = cls.model_validate(data)
+        try:
+            manifest = cls.model_validate(data)
+        except ValidationError as err:
+            raise InputError(f"{where} is unreadable, not a valid manifest ({validation_reasons(err)})") from None
         if claimed is not None and claimed != manifest.digest:
-            from schemas.errors import InputError
-
             raise InputError(
-                f"manifest {manifest.name!r} claims digest {claimed[:12]} but its content hashes to "
+                f"{where} ({manifest.name!r}) claims digest {claimed[:12]} but its content hashes to "
                 f"{manifest.digest[:12]}: it was edited or corrupted"
             )
         return manifest

@@ -71,9 +71,9 @@ class TableStore:
         if not fs.exists(path):
             return None
         try:
-            return Manifest.from_json(fs.cat_file(path).decode("utf-8"))
-        except ValueError as err:
-            raise InputError(f"table {name!r}: manifest {path} is unreadable: {err}") from None
+            return Manifest.from_json(fs.cat_file(path), source=path)
+        except InputError as err:
+            raise InputError(f"table {name!r}: {err}") from None
 
     def names(self) -> list[str]:
         fs, path = open_fs(self.root)

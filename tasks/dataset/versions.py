@@ -29,6 +29,7 @@ from storage.fs import (
     exists,
     join,
     open_fs,
+    read_bytes,
     read_text,
     remove_stale_temporaries,
     sha256_of,
@@ -80,7 +81,7 @@ def read_manifest(data: str, version: str) -> Manifest | None:
     url = manifest_url(data, version)
     if not exists(url):
         return None
-    manifest = Manifest.from_json(read_text(url))
+    manifest = Manifest.from_json(read_bytes(url), source=url)
     if manifest.name != MANIFEST_NAME:
         raise InputError(f"{url} is a {manifest.name!r} manifest, not a dataset manifest")
     return manifest
@@ -91,8 +92,19 @@ def set_latest(data: str, version: str) -> None:
 
 
 def latest_version(data: str) -> str | None:
+    """The version `datasets/latest` names; None before the first build. A damaged file is an
+    InputError, never None: gc would then take the version it named for an unprotected one."""
     url = join(DataLayout(data).datasets, LATEST_FILE)
-    return read_text(url).strip() if exists(url) else None
+    if not exists(url):
+        return None
+    try:
+        found = read_text(url).strip()
+    except UnicodeDecodeError:
+        found = "<binary>"
+    if not _VERSION.match(found):
+        raise InputError(f"{url} does not name a dataset version ({found[:40]!r}; expected 16 hex digits): "
+                         "write one from `hubbleclip datasets list` into it, or run `hubbleclip build-dataset`")
+    return found
 
 
 def resolve_version(data: str, version: str = "latest") -> str:
@@ -209,7 +221,11 @@ def list_versions(data: str) -> list[dict[str, Any]]:
     fs, root = open_fs(DataLayout(data).datasets)
     if not fs.exists(root):
         return []
-    latest = latest_version(data)
+    try:
+        latest = latest_version(data)
+    except InputError as err:  # still list: the versions are what a repair of `latest` picks from
+        log.warning("%s", err)
+        latest = None
     out = []
     for entry in fs.ls(root, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
@@ -246,13 +262,17 @@ def gc_versions(data: str, *, keep: int = 3, dry_run: bool = False, min_age_s: f
     fs, root = open_fs(DataLayout(data).datasets)
     if not fs.exists(root):
         return []
+    latest = latest_version(data)  # first: a damaged `latest` stops gc before anything is chosen
     completed = [v["version"] for v in list_versions(data)]
-    latest = latest_version(data)
     protected = set(completed[:keep]) | ({latest} if latest else set())
     doomed = []
     for entry in fs.ls(root, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         if not _VERSION.match(name) or name in protected:
+            continue
+        if name not in completed and exists(manifest_url(data, name)):
+            # Its manifest is damaged (list_versions warned): the shards may be all there is.
+            log.warning("dataset version %s has an unreadable manifest: left alone, fix or remove it by hand", name)
             continue
         if min_age_s and name not in completed and youngest_age_s(join(root, name)) < min_age_s:
             log.info("dataset version %s has no manifest but was written to recently: left alone", name)

@@ -17,7 +17,7 @@ from typing import Any
 from schemas.errors import InputError
 from schemas.manifest import Manifest
 from storage import DataLayout
-from storage.fs import exists, join, open_fs, read_text
+from storage.fs import exists, join, open_fs, read_bytes, read_text
 from tasks.evaluate.embed import ClipModel, prepare_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,11 @@ def _read_run(data: str, name: str) -> RunRef | None:
         except json.JSONDecodeError:
             log.warning("run %s: unreadable %s", name, RUN_CONFIG)
     manifest = None
-    if exists(join(run_dir, RUN_MANIFEST)):
+    manifest_url = join(run_dir, RUN_MANIFEST)
+    if exists(manifest_url):
         try:
-            manifest = Manifest.from_json(read_text(join(run_dir, RUN_MANIFEST)))
-        except (InputError, ValueError) as err:
+            manifest = Manifest.from_json(read_bytes(manifest_url), source=manifest_url)
+        except InputError as err:
             log.warning("run %s: bad manifest (%s); treated as unfinished", name, err)
     return RunRef(name=name, dir=run_dir, config=config, manifest=manifest)
 

@@ -30,7 +30,7 @@ from schemas.manifest import Manifest
 from schemas.stage import StageResult
 from schemas.vocabulary import PAPER_QUERIES
 from storage import DataLayout, ImageStore
-from storage.fs import atomic_write_text, exists, join, open_fs, read_bytes, read_text
+from storage.fs import atomic_write_text, exists, join, open_fs, read_bytes
 from tasks.code_version import code_version
 from tasks.evaluate import metrics
 from tasks.evaluate.embed import ClipModel, embed_images, embed_texts, resolve_device
@@ -289,8 +289,8 @@ def _report_manifest(report_dir: str) -> Manifest | None:
     if not exists(url):
         return None
     try:
-        return Manifest.from_json(read_text(url))
-    except ValueError:  # InputError (tampered) or bad JSON
+        return Manifest.from_json(read_bytes(url), source=url)
+    except ValueError:  # InputError: damaged or tampered
         return None
 
 

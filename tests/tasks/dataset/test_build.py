@@ -183,6 +183,33 @@ def test_list_and_gc_keep_latest_and_remove_interrupted_builds(tmp_path):
     assert not exists(interrupted)
 
 
+def test_gc_removes_nothing_when_latest_or_a_manifest_is_damaged(tmp_path):
+    data = str(tmp_path / "data")
+    write_synthetic_inputs(data, proposals=6, images_per_proposal=2, size=SMALL)
+    old = run_build_dataset(_params(data, split_salt="old")).digest
+    new = run_build_dataset(_params(data, split_salt="new")).digest
+    datasets = DataLayout(data).datasets
+    # `latest` emptied or garbled: gc used to take the version it named for an unprotected one.
+    for content in (b"", b"../../tables\n", b"\xff\xfe"):
+        atomic_write_bytes(join(datasets, "latest"), content)
+        with pytest.raises(InputError, match=r"datasets/latest does not name a dataset version"):
+            gc_versions(data, keep=1)
+        with pytest.raises(InputError, match=r"datasets/latest does not name a dataset version"):
+            open_dataset(data)
+        assert exists(join(datasets, old, "manifest.json")) and exists(join(datasets, new, "manifest.json"))
+        assert {v["version"] for v in list_versions(data)} == {old, new}  # still listed, to repair from
+    atomic_write_bytes(join(datasets, "latest"), f"{new}\n".encode())
+    # A damaged manifest: named by the reader; its version is not an interrupted build to gc.
+    manifest = join(datasets, old, "manifest.json")
+    for content, problem in ((b'{"name": "dataset", ', "not valid JSON"), (b"[]", "holds a JSON list"),
+                             (b'{"name": "dataset", "files": 3}', "not a valid manifest .files")):
+        atomic_write_bytes(manifest, content)
+        with pytest.raises(InputError, match=rf"manifest .*{old}/manifest.json is unreadable.*{problem}"):
+            open_dataset(data, old)
+        assert gc_versions(data, keep=0) == [] and exists(manifest)
+        assert [v["version"] for v in list_versions(data)] == [new]
+
+
 def test_builds_and_reads_on_an_fsspec_memory_root(tokenizer):
     data = f"memory://hubbleclip-{uuid.uuid4().hex}"
     write_synthetic_inputs(data, proposals=6, images_per_proposal=3, size=SMALL)
