@@ -79,6 +79,8 @@ class TrainParams(BaseModel):
         default="cpu", description="'cuda': JPEGs decoded and augmented on the GPU (nvJPEG) instead of in workers")
     run_name: str | None = Field(default=None, description="default: <dataset version>-<preset>-<config hash>")
     resume: bool = Field(default=True, description="continue an interrupted run from its last checkpoint")
+    overwrite: bool = Field(default=False, description="replace a finished run of another config under this "
+                            "run_name (its final model and checkpoints are deleted)")
     wandb: bool = Field(default=False, description="also log to Weights & Biases (needs `wandb` installed)")
 
     @field_validator("run_name")

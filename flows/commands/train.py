@@ -92,6 +92,8 @@ def train_command(
         help="cuda: JPEGs decoded and augmented on the GPU (nvJPEG) instead of in workers")] = "cpu",
     run_name: Annotated[str | None, typer.Option(help="default: <dataset version>-<preset>-<config hash>")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run from its last checkpoint")] = True,
+    overwrite: Annotated[bool, typer.Option(
+        help="replace a finished run of another config under this --run-name (deletes its final model)")] = False,
     wandb: Annotated[bool, typer.Option(help="also log to Weights & Biases")] = False,
     use_flow: Annotated[bool, typer.Option("--flow/--no-flow", help="run as the Prefect flow `train`")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the StageResult as JSON")] = False,
@@ -106,7 +108,7 @@ def train_command(
         fused_attention=fused_attention, grad_checkpointing=grad_checkpointing, image_size=image_size,
         resize_to=resize_to, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
         val_every=val_every, val_pairs=val_pairs, log_every=log_every, seed=seed, device=device, workers=workers,
-        decode_device=decode_device, run_name=run_name, resume=resume, wandb=wandb,
+        decode_device=decode_device, run_name=run_name, resume=resume, overwrite=overwrite, wandb=wandb,
     )
     result = _train(params, use_flow)
     if as_json:

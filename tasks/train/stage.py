@@ -36,7 +36,7 @@ from schemas.manifest import FileEntry, Manifest
 from schemas.stage import StageResult
 from schemas.train import TrainConfig, TrainParams
 from storage import DataLayout
-from storage.fs import atomic_write_bytes, exists, join, read_text
+from storage.fs import atomic_write_bytes, exists, join, read_bytes
 from tasks.train.batches import BatchStream
 from tasks.train.checkpoint import (
     checkpoint_bytes,
@@ -125,13 +125,14 @@ class RunWriter:
         log.info("checkpoint at step %d%s", state.step, " (best so far)" if best else "")
 
 
-def _cached_result(run_dir: str, expected_inputs: dict[str, str], expected_config: dict[str, Any]) -> StageResult | None:
+def _finished_manifest(run_dir: str) -> Manifest | None:
+    """The manifest a finished run wrote last; None while unfinished (a damaged one: InputError)."""
     url = join(run_dir, MANIFEST_FILE)
-    if not exists(url):
-        return None
-    manifest = Manifest.from_json(read_text(url))
-    if manifest.inputs != expected_inputs or manifest.config != expected_config:
-        return None
+    return Manifest.from_json(read_bytes(url), source=url) if exists(url) else None
+
+
+def _cached_result(run_dir: str, manifest: Manifest) -> StageResult | None:
+    """The finished run of this very config, if its final weights are still whole."""
     problem = finished_run_problem(run_dir, manifest)
     if problem is not None:
         log.warning("run %s has a manifest but %s: not cached, training (or exporting) again", run_dir, problem)
@@ -172,10 +173,19 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
     run_dir = join(DataLayout(params.data).runs, run)
     inputs = {"dataset": data.digest, **({"pretrained_weights": weights} if weights is not None else {})}
     hashed = {**cfg.hashed_fields(), "dataset_version": data.version}
-    cached = _cached_result(run_dir, inputs, hashed)
-    if cached is not None:
-        log.info("run %s already finished with this dataset and config: nothing to train", run)
-        return cached
+    finished = _finished_manifest(run_dir)
+    replacing = False
+    if finished is not None and finished.inputs == inputs and finished.config == hashed:
+        cached = _cached_result(run_dir, finished)
+        if cached is not None:
+            log.info("run %s already finished with this dataset and config: nothing to train", run)
+            return cached
+    elif finished is not None and not params.overwrite:
+        # Starting from step 0 here would delete its final model: only on an explicit request.
+        raise InputError(f"run {run} under {run_dir} already finished with another config or dataset: choose "
+                         "another run_name (--run-name), or set overwrite (--overwrite) to replace it")
+    else:
+        replacing = finished is not None  # overwrite: its checkpoints are another config's, never resumed
 
     # Before any model, process group or file: can the split serve the batch and crop at all?
     # (An hf-hub: model's crop is known once built: checked again below.)
@@ -183,12 +193,12 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
     data.verify()
     resume_payload = None
     last = join(run_dir, "checkpoints", "last.pt")
-    if params.resume and exists(last):
+    if params.resume and not replacing and exists(last):
         resume_payload = load_checkpoint(last)
         saved = resume_payload.get("meta", {}).get("config_hash")
         if saved != key:
-            raise InputError(f"checkpoint {last} belongs to another config or dataset: "
-                             "use another run_name or resume=False")
+            raise InputError(f"checkpoint {last} belongs to another config or dataset: use another run_name "
+                             "(--run-name), or set resume=False (--no-resume) to discard that unfinished run")
 
     dist = init_distributed(cfg.device)
     seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)

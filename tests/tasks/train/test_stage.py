@@ -139,7 +139,8 @@ def test_a_reused_run_name_with_another_config_starts_clean(dataset):
     run_dir = Path(first.outputs["run_dir"])
     old_hash = _meta(run_dir / "base" / "model.json")["config_hash"]
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} >= {"step_3.pt", "step_6.pt", "step_9.pt"}
-    second = run_train(_params(data, run_name="reused", steps=6, lr=1e-4, keep_checkpoints=2, resume=False))
+    second = run_train(_params(data, run_name="reused", steps=6, lr=1e-4, keep_checkpoints=2, resume=False,
+                               overwrite=True))
     new_hash = _meta(run_dir / "final" / "model.json")["config_hash"]
     assert new_hash != old_hash and second.stats["steps"] == 6
     # The first config's step_9.pt would outrank (and prune) the new run's step files.
@@ -149,6 +150,30 @@ def test_a_reused_run_name_with_another_config_starts_clean(dataset):
         assert load_checkpoint(str(run_dir / "checkpoints" / name))["meta"]["config_hash"] == new_hash
     assert _meta(run_dir / "base" / "model.json")["config_hash"] == new_hash  # step 0 of this config
     load_trained(str(run_dir), wise_ft_alpha=0.5)  # base/ and final/ are one config's: they interpolate
+
+
+def test_a_finished_run_of_another_config_is_replaced_only_with_overwrite(dataset):
+    import hashlib
+    from pathlib import Path
+
+    data, _ = dataset
+    run_dir = Path(run_train(_params(data, run_name="finished", steps=3)).outputs["run_dir"])
+
+    def snapshot() -> dict[str, str]:
+        return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    assert "final/open_clip_pytorch_model.bin" in before and "manifest.json" in before
+    old_hash = _meta(run_dir / "final" / "model.json")["config_hash"]
+    for resume in (True, False):  # --no-resume used to delete the finished run's final model
+        with pytest.raises(InputError, match=r"run finished under .* already finished with another config.*--overwrite"):
+            run_train(_params(data, run_name="finished", steps=6, resume=resume))
+    assert snapshot() == before
+    # With overwrite, the other config's checkpoints are not resumed (resume stays on): a fresh run.
+    replaced = run_train(_params(data, run_name="finished", steps=6, overwrite=True))
+    assert replaced.stats["steps"] == 6 and not replaced.cached
+    assert _meta(run_dir / "final" / "model.json")["config_hash"] != old_hash
 
 
 def test_a_local_dir_model_trains_and_its_export_loads(dataset, tmp_path):
