@@ -49,7 +49,7 @@ from tasks.mast.previews import (
     quarantine_reason,
 )
 from tasks.mast.proposals import DocumentCache, ProposalFailure, ProposalFetcher, load_catalog
-from tasks.mast.watermark import advance, now_mjd, read_watermark, write_watermark
+from tasks.mast.watermark import Watermark, advance, now_mjd, read_watermark, write_watermark
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,11 @@ def resolve_selection(ctx: IngestContext) -> Selection:
         if mark is not None:
             since = max(0.0, mark.t_obs_release - p.overlap_days)
     start = since or 0.0
-    return Selection(Window(start, until), complete=p.max_proposals is None,
-                     full=start == 0.0 and p.until_mjd is None and p.max_proposals is None)
+    selection = Selection(Window(start, until), complete=p.max_proposals is None,
+                          full=start == 0.0 and p.until_mjd is None and p.max_proposals is None)
+    if selection.complete and start > 0:
+        read_watermark(ctx.layout)  # finish() continues it: a damaged one fails now, not after the work
+    return selection
 
 
 def proposal_ids_for_cycles(ctx: IngestContext) -> list[str]:
@@ -473,7 +476,7 @@ def finish(ctx: IngestContext, selection: Selection, outcome: ObservationsOutcom
     if selection.query and selection.full:
         quarantine_catalog_without_observations(ctx)
     if selection.query and selection.complete and not selection.proposal_ids:
-        previous = read_watermark(ctx.layout)
+        previous = readable_watermark(ctx, selection)
         covered = previous.t_obs_release if previous is not None else 0.0
         if selection.window.start <= covered:
             mark = advance(previous, outcome.seen_max_release, selection.window.end)
@@ -489,6 +492,18 @@ def finish(ctx: IngestContext, selection: Selection, outcome: ObservationsOutcom
         manifest = ctx.tables.manifest(name)
         digests[name] = manifest.digest if manifest is not None else ""
     return digests
+
+
+def readable_watermark(ctx: IngestContext, selection: Selection) -> Watermark | None:
+    """The stored watermark; a damaged one is replaced when this window started at the very
+    beginning (it then covers everything the watermark could claim), else an InputError."""
+    try:
+        return read_watermark(ctx.layout)
+    except InputError as err:
+        if selection.window.start > 0:
+            raise
+        log.warning("%s: replaced, since this run covered every release from the start", err)
+        return None
 
 
 def table_digest(digests: dict[str, str]) -> str:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.errors import InputError
+from schemas.errors import InputError, validation_reasons
 from storage.fs import atomic_write_text, exists, join, read_text
 from storage.layout import DataLayout
 
@@ -45,7 +45,8 @@ def read_watermark(layout: DataLayout) -> Watermark | None:
     try:
         return Watermark.model_validate_json(read_text(path))
     except ValueError as err:
-        raise InputError(f"watermark {path} is unreadable ({err}); delete it or run ingest --rebuild") from None
+        raise InputError(f"watermark {path} is unreadable ({validation_reasons(err)}); delete it (the next full ingest writes it "
+                         "again) or run ingest --rebuild") from None
 
 
 def write_watermark(layout: DataLayout, mark: Watermark) -> None:

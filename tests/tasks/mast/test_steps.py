@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from schemas.errors import InputError, RemoteError
@@ -10,7 +12,7 @@ from schemas.records import PreviewImage
 from schemas.settings import get_settings
 from tasks.mast import observations as caom
 from tasks.mast import steps
-from tasks.mast.watermark import read_watermark
+from tasks.mast.watermark import read_watermark, watermark_path
 
 
 def _context(root, **params) -> steps.IngestContext:
@@ -36,6 +38,19 @@ def test_a_window_above_the_watermark_leaves_it_alone(tmp_path):
     assert read_watermark(_context(root).layout).t_obs_release == 50000.0
     _window_run(root, 60099.5, since_mjd=49000, until_mjd=60100)  # starts within it: continues it
     assert read_watermark(_context(root).layout).t_obs_release == 60099.5
+
+
+def test_a_damaged_watermark_fails_a_window_run_before_its_work_and_a_full_run_replaces_it(tmp_path):
+    root = tmp_path / "data"
+    _window_run(root, 50000.0, until_mjd=50001)
+    path = Path(watermark_path(_context(root).layout))
+    for damage in ('{"t_obs_release": "soon"}', "\x00\x01garbage"):
+        path.write_text(damage)
+        for params in ({}, {"since_mjd": 49000, "until_mjd": 60100}):  # each would continue the watermark
+            with pytest.raises(InputError, match=r"watermark .*ingest-watermark.json is unreadable.*--rebuild"):
+                steps.resolve_selection(_context(root, **params))
+        _window_run(root, 60000.0, rebuild=True)  # ingest --rebuild used to fail here, after all its work
+        assert read_watermark(_context(root).layout).t_obs_release == 60000.0
 
 
 def _commit_one_preview(root, **params) -> None:
