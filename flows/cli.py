@@ -27,6 +27,12 @@ for _module in (archive, ingest, summarize, dataset, train, evaluate, pipeline):
     _module.register(app)
 
 
+def one_line(text: str, limit: int = 2000) -> str:
+    """A message's lines joined: cutting at the first one loses the advice most errors end with."""
+    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return joined if len(joined) <= limit else joined[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="hubbleclip")
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(err, ValidationError):  # parameters validated outside a command's own checks
             kind, message = f"invalid {err.title}", validation_reasons(err)
         else:
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = one_line(str(err)) or type(err).__name__
         print(f"hubbleclip: {kind}: {message}", file=sys.stderr)
         raise SystemExit(1) from None
 

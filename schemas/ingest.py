@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.records import normalize_proposal_id
-from schemas.settings import default_data_root
+from schemas.settings import check_server_url, default_data_root
 
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -103,6 +103,11 @@ class IngestParams(BaseModel):
     retry_backoff_s: float = Field(
         default=0.5, ge=0, le=60, description="base of the exponential backoff (with jitter) between HTTP retries"
     )
+
+    @field_validator("mast_url", "stsci_url")
+    @classmethod
+    def _server_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_server_url(v)
 
     @field_validator("proposal_ids", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +33,20 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @field_validator("mast_url", "stsci_url")
+    @classmethod
+    def _server_url(cls, v: str) -> str:
+        return check_server_url(v)
+
+
+def check_server_url(url: str) -> str:
+    """An http(s) server address, or ValueError saying what is wrong (before any request is tried:
+    requests' own error names a derived endpoint and comes only after the retries)."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"expected an http(s):// server address such as {REAL_MAST_URL}, got {url!r}")
+    return url
 
 
 def default_data_root() -> str:

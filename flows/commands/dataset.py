@@ -80,7 +80,7 @@ def list_command(data: DataOption = None) -> None:
     """List completed dataset versions, newest first."""
     from tasks.dataset import list_versions
 
-    versions = list_versions(live_data_root(data))
+    versions = list_versions(live_data_root(data, must_exist=True))
     if not versions:
         console.print("no dataset versions")
         return
@@ -100,7 +100,7 @@ def show_command(
     """Show a dataset version's manifest: counts, caption statistics, config, shards."""
     from tasks.dataset import open_dataset
 
-    opened = open_dataset(live_data_root(data), version, verify=verify)
+    opened = open_dataset(live_data_root(data, must_exist=True), version, verify=verify)
     manifest = opened.manifest
     stats = {k: v for k, v in manifest.stats.items() if k != "row_groups"}
     console.print(f"dataset [bold]{opened.version}[/bold]  created {manifest.created_at:%Y-%m-%d %H:%M:%S}"
@@ -124,7 +124,7 @@ def gc_command(
     """Remove interrupted builds and old dataset versions (never the one 'latest' names)."""
     from tasks.dataset import gc_versions
 
-    removed = gc_versions(live_data_root(data), keep=keep, dry_run=dry_run, min_age_s=min_age)
+    removed = gc_versions(live_data_root(data, must_exist=True), keep=keep, dry_run=dry_run, min_age_s=min_age)
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {len(removed)} version(s)" + (": " + ", ".join(removed) if removed else ""))
 

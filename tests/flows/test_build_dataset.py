@@ -70,6 +70,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("hubbleclip: error: table 'observations' does not exist") and "\n" not in err
 
 
+def test_a_mistyped_data_root_is_an_error_for_list_show_and_gc(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    for data, problem in ((tmp_path / "no-such-root", "no data root at"), (tmp_path / "a-file", "is a file")):
+        for command in (["datasets", "list"], ["datasets", "show"], ["datasets", "gc", "--keep", "0"]):
+            with pytest.raises(SystemExit) as exit_info:  # not "no dataset versions" / "removed 0" and exit 0
+                main([*command, "--data", str(data)])
+            assert exit_info.value.code == 1
+            err = capsys.readouterr().err.strip()
+            assert problem in err and str(data) in err, (command, err)
+
+
 def test_single_stage_commands_use_the_published_version_after_a_rebuild(tmp_path):
     from flows.versions import publish_version, version_root
 

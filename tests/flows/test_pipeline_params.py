@@ -93,6 +93,41 @@ def test_an_out_of_range_option_is_one_line_naming_the_field(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "ingest.max_proposals" in err and "greater than" in err, err
 
 
+def test_a_multi_line_error_is_one_line_that_keeps_its_advice(tmp_path, capsys):
+    from flows.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ingest-watermark.json").write_text("[1, 2")  # cut short
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", "--data", str(tmp_path), "--mast-url", "http://127.0.0.1:9"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "ingest-watermark.json is unreadable" in err and err.endswith("or run ingest --rebuild"), err
+
+
+def test_a_server_address_that_is_not_a_url_is_refused_before_any_request(tmp_path, capsys):
+    from flows.cli import main
+
+    for command in (["ingest"], ["pipeline", "--until", "ingest"]):
+        for bad in ("notaurl", "ftp://mast.example", "http://"):
+            with pytest.raises(SystemExit) as exit_info:  # was: requests' MissingSchema after the retries
+                main([*command, "--data", str(tmp_path / "data"), "--mast-url", bad])
+            assert exit_info.value.code == 1
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "mast_url" in err and repr(bad) in err, err
+    assert not (tmp_path / "data").exists()
+
+
+def test_one_line_joins_every_line_of_a_message():
+    from flows.cli import one_line
+
+    # e.g. a library's error whose second line says what to do
+    assert one_line("bad config\n  at line 3\n\nfix: delete it\n") == "bad config at line 3 fix: delete it"
+    assert one_line("x" * 50, limit=20) == "x" * 17 + "..."
+
+
 def test_validation_reasons_names_every_field():
     from pydantic import BaseModel, Field, ValidationError
 
