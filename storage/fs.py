@@ -16,6 +16,7 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from schemas.errors import InputError
 from storage.chaos import maybe_die
 
 TMP_PREFIX = ".tmp-"
@@ -26,7 +27,12 @@ def open_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     url = str(url)
     if "://" not in url:
         url = str(Path(url).expanduser().resolve())
-    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except ValueError as err:  # "Protocol not known: foo"
+        raise InputError(f"{url}: {err} (expected a local path or an fsspec URL such as s3://bucket/prefix)") from None
+    except ImportError as err:  # a known protocol whose package is missing: fsspec says which to install
+        raise InputError(f"{url}: {err}") from None
     return fs, path
 
 

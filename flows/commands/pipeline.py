@@ -47,6 +47,18 @@ def _absolute(data: str) -> str:
     return data if "://" in data else str(Path(data).expanduser().resolve())
 
 
+def _params_file(path: Path) -> dict[str, Any]:
+    """The --params file as a dict; InputError naming the file when it is not a JSON object."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise InputError(f"--params {path} is not valid JSON: {err}") from None
+    if not isinstance(loaded, dict):
+        raise InputError(f"--params {path} holds a JSON {type(loaded).__name__}; expected an object of "
+                         "PipelineParams fields (the UI form)")
+    return loaded
+
+
 def build_params(model: type[PipelineParams], *, data: str | None, params_file: Path | None,
                  until: str | None, mast_url: str | None, stsci_url: str | None, max_images: int | None,
                  max_proposals: int | None, summarizer: str | None, summarizer_model: str | None,
@@ -58,7 +70,7 @@ def build_params(model: type[PipelineParams], *, data: str | None, params_file: 
     Options left out are None, so only what the user typed overrides the file (a file's `until` or
     `shuffled_control` must not be reset by an option's default).
     """
-    base: dict[str, Any] = json.loads(params_file.read_text()) if params_file else {}
+    base: dict[str, Any] = _params_file(params_file) if params_file else {}
     if params_file and data is None and "data" in base:
         data = base["data"]
     base["data"] = _absolute(get_settings(data=data).data)

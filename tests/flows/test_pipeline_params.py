@@ -120,6 +120,19 @@ def test_a_server_address_that_is_not_a_url_is_refused_before_any_request(tmp_pa
     assert not (tmp_path / "data").exists()
 
 
+def test_a_params_file_that_is_not_a_json_object_is_named(tmp_path, capsys):
+    from flows.cli import main
+
+    path = tmp_path / "params.json"
+    for content, problem in (("{'until': 'ingest'}", "is not valid JSON"), ("[1]", "holds a JSON list")):
+        path.write_text(content)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["pipeline", "--params", str(path)])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert f"--params {path} {problem}" in err and len(err.splitlines()) == 1, err
+
+
 def test_one_line_joins_every_line_of_a_message():
     from flows.cli import one_line
 
