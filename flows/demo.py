@@ -61,6 +61,17 @@ def ensure_sky(sky_dir: Path, proposals: int, seed: int, mean_observations: floa
     return sky_dir
 
 
+def check_demo_root(data: Path) -> None:
+    """The demo's --data must be new, empty or an earlier demo's: it ingests a synthetic sky,
+    which would otherwise be mixed into real (or other) tables with nothing to tell them apart."""
+    if data.exists() and not data.is_dir():
+        raise InputError(f"demo --data {data} is a file, not a directory")
+    if data.is_dir() and not (data / SKY_DIR / "sky.json").exists() and any(
+            entry.name != SKY_DIR for entry in data.iterdir()):
+        raise InputError(f"demo --data {data} already holds data that is not a demo's (no {SKY_DIR}/sky.json): "
+                         "the synthetic sky would be mixed into it; give a new or empty directory")
+
+
 def demo_pipeline_params(params: DemoParams, root: str, archive_url: str, ground_truth: str) -> PipelineParams:
     """The pipeline settings the demo runs with (extractive summaries, the tiny CLIP preset)."""
     sizes = demo_sizes(params)
@@ -109,6 +120,7 @@ def run_demo(params: DemoParams, on_step: Callable[[str], Any] | None = None) ->
 
     step = on_step or (lambda message: logger.info("%s", message))
     data = Path(params.data).expanduser().resolve()
+    check_demo_root(data)
     data.mkdir(parents=True, exist_ok=True)
     sizes = demo_sizes(params)
     started = time.perf_counter()
