@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 
 from schemas.errors import InputError
 from schemas.manifest import FileEntry, Manifest
-from storage.fs import atomic_write_bytes, atomic_write_text, join, open_fs, remove_stale_temporaries
+from storage.fs import (
+    atomic_write_bytes,
+    atomic_write_text,
+    join,
+    open_fs,
+    remove_stale_temporaries,
+    sha256_of,
+)
 
 MANIFEST = "_manifest.json"
 VERSIONS = "_versions"
@@ -252,6 +259,17 @@ class TableStore:
         if verify and hashlib.sha256(data).hexdigest() != entry.sha256:
             raise InputError(f"table {name!r}: file {entry.path} does not match its manifest hash")
         return pq.read_table(io.BytesIO(data))
+
+    def damaged_files(self, name: str) -> list[str]:
+        """The current manifest's files that are missing or whose bytes no longer hash to it: a
+        stage that trusts its manifest to skip work checks this first, so a rerun mends the table."""
+        manifest = self.manifest(name)
+        damaged = []
+        for entry in manifest.files if manifest is not None else []:
+            fs, path = open_fs(join(self.table_dir(name), entry.path))
+            if not fs.exists(path) or sha256_of(fs, path) != entry.sha256:
+                damaged.append(entry.path)
+        return damaged
 
     def read(self, name: str, *, columns: Iterable[str] | None = None, verify: bool = True,
              digest: str | None = None) -> pa.Table:

@@ -285,6 +285,11 @@ def plan_summarize(params: SummarizeParams) -> SummarizePlan:
     previous = store.manifest(SUMMARIES_TABLE)
     # Failed abstracts have no cached summary, so skipping this check sends exactly them to the model.
     current = previous is not None and previous.inputs == plan.inputs and previous.config == plan.stage_config
+    if current and (damaged := store.damaged_files(SUMMARIES_TABLE)):
+        # The summaries are rewritten whole from the summary cache: no abstract goes to the model again.
+        log.warning("summaries table: %s missing or not matching its manifest: writing it again",
+                    ", ".join(damaged))
+        current = False
     if current and not params.retry_failed:
         log.info("summaries are up to date for proposals %s", plan.inputs[PROPOSALS_TABLE][:12])
         plan.cached = StageResult(stage=STAGE, digest=previous.digest, cached=True, outputs=plan.outputs,

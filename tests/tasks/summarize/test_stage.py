@@ -70,6 +70,27 @@ def test_unchanged_input_is_a_stage_cache_hit(tmp_path, write_proposals):
     assert len(quarantine) == 1  # not quarantined twice
 
 
+def test_a_damaged_summaries_file_is_written_again_from_the_cache(tmp_path, write_proposals):
+    from pathlib import Path
+
+    data = write_proposals(str(tmp_path), list(ABSTRACTS.items()))
+    first = run_summarize(SummarizeParams(data=data))
+    store = _store(data)
+    [entry] = store.manifest(SUMMARIES_TABLE).files
+    part = Path(store.table_dir(SUMMARIES_TABLE)) / entry.path
+    damaged = bytearray(part.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    part.write_bytes(bytes(damaged))
+    assert store.damaged_files(SUMMARIES_TABLE) == [entry.path]
+    again = run_summarize(SummarizeParams(data=data))  # was: "unchanged inputs", the damage left in place
+    assert not again.cached and again.stats["generated"] == 0  # every summary from the cache
+    assert again.digest == first.digest and store.damaged_files(SUMMARIES_TABLE) == []
+    assert len(store.read(SUMMARIES_TABLE)) == 4
+    part.unlink()
+    assert store.damaged_files(SUMMARIES_TABLE) == [entry.path]
+    assert not run_summarize(SummarizeParams(data=data)).cached and store.damaged_files(SUMMARIES_TABLE) == []
+
+
 def test_only_new_or_changed_abstracts_are_summarized(tmp_path, write_proposals):
     data = write_proposals(str(tmp_path), list(ABSTRACTS.items()))
     run_summarize(SummarizeParams(data=data))
