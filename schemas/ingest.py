@@ -49,6 +49,17 @@ class PreviewPolicy(BaseModel):
         return f"file name contains {inc}; excludes {exc}"
 
 
+def _listed(value: object, what: str) -> list:
+    """A comma-separated string or a list; one given but naming nothing is an error, since an
+    empty selection means the whole archive."""
+    if isinstance(value, str):
+        items = [p.strip() for p in value.split(",") if p.strip()]
+        if value.strip() and not items:
+            raise ValueError(f"{value!r} names no {what}")
+        return items
+    return list(value or [])
+
+
 class IngestParams(BaseModel):
     """One ingest run. Exactly one selection applies: window (default), cycles, or proposal ids."""
 
@@ -112,16 +123,12 @@ class IngestParams(BaseModel):
     @field_validator("proposal_ids", mode="before")
     @classmethod
     def _ids(cls, v: object) -> list[str]:
-        if isinstance(v, str):
-            v = [p for p in v.split(",") if p.strip()]
-        return sorted({normalize_proposal_id(p) for p in (v or [])}, key=int)
+        return sorted({normalize_proposal_id(p) for p in _listed(v, "proposal id")}, key=int)
 
     @field_validator("cycles", mode="before")
     @classmethod
     def _cycles(cls, v: object) -> list[int]:
-        if isinstance(v, str):
-            v = [c for c in v.split(",") if c.strip()]
-        return sorted({int(c) for c in (v or [])})
+        return sorted({int(c) for c in _listed(v, "cycle")})
 
     @field_validator("padding_color")
     @classmethod

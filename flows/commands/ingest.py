@@ -100,7 +100,7 @@ def ingest_command(
         raise InputError("give at most one of --since, --cycles, --proposals")
     params = IngestParams(
         data=live_data_root(data), mast_url=mast_url, stsci_url=stsci_url, catalog_url=catalog_url,
-        since_mjd=since, until_mjd=until, cycles=_split(cycles), proposal_ids=_split(proposals),
+        since_mjd=since, until_mjd=until, cycles=cycles, proposal_ids=proposals,
         max_images_per_proposal=max_images, seed=seed,
         preview_policy=PreviewPolicy(include=_split(include), exclude=_split(exclude)),
         max_proposals=max_proposals, rebuild=rebuild, retry_failed=retry_failed,

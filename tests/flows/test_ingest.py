@@ -53,6 +53,14 @@ def test_cli_refresh_and_one_line_errors(archive, capsys, reference_copy, tmp_pa
     assert code == 1 and "no ingest watermark" in err
 
 
+def test_a_selection_that_names_nothing_is_refused_not_taken_for_the_whole_archive(capsys, tmp_path):
+    for option, what in (("--proposals", "proposal id"), ("--cycles", "cycle")):
+        code, _, err = _cli(capsys, "ingest", "--data", str(tmp_path / "data"), "--mast-url", "http://127.0.0.1:9",
+                            option, " , ,")
+        assert code == 1 and f"' , ,' names no {what}" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "data").exists()
+
+
 def test_inspect_proposal_prints_json(capsys, shared_dir, demo_sky):
     code, out, _ = _cli(capsys, "inspect-proposal", str(shared_dir / "fixtures" / "proposals" / "13012_phase2.apt"))
     record = json.loads(out)
