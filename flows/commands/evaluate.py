@@ -154,14 +154,15 @@ def serve_search_command(
     device: DeviceOption = "auto",
 ) -> None:
     """Serve a small read-only search page (query box, previews, proposal titles, MAST links)."""
-    from tasks.evaluate.web import serve
+    from tasks.evaluate.web import listen_socket, serve
 
     if not 0 < port < 65536:
         raise InputError(f"port must be 1-65535, got {port}")
+    sock = listen_socket(host, port)  # first: a taken port costs no model load
     searcher = _searcher(live_data_root(data), index, device)
     err_console.print(f"search page for index {searcher.index.name} ({len(searcher.index)} images) at "
                       f"http://{host}:{port}/  (Ctrl-C to stop)")
-    serve(searcher, host=host, port=port)
+    serve(searcher, sock)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ Public API:
     open_index(data, name=None) -> EmbeddingIndex;  write_index(data, ...)
     open_searcher(data, search_model_loader, index=None, device="auto") -> Searcher
         Searcher.search(query, k) -> list[SearchHit];  Searcher.describe(image_bytes, k) -> ClassRanking
-    create_app(searcher) -> FastAPI;  serve(searcher, host="127.0.0.1", port=8000)
+    create_app(searcher) -> FastAPI;  serve(searcher, listen_socket(host, port))
 
 The dataset and train stacks and FastAPI load only when used (torch loads with this package).
 """

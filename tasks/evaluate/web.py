@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import socket
 from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Query
@@ -161,10 +162,28 @@ def create_app(searcher: Searcher) -> FastAPI:
     return app
 
 
-def serve(searcher: Searcher, host: str = DEFAULT_HOST, port: int = 8000) -> None:
-    """Run the page with uvicorn until interrupted."""
+def listen_socket(host: str = DEFAULT_HOST, port: int = 8000) -> socket.socket:
+    """The page's bound socket, or an InputError naming the address (port in use, no such
+    interface) before anything is printed or served: uvicorn's own bind error is a log line."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise InputError(f"cannot serve the search page on {host}:{port}: {err.strerror or err}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses the port
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise InputError(f"cannot serve the search page on {host}:{port}: {err.strerror or err}") from None
+    return sock
+
+
+def serve(searcher: Searcher, sock: socket.socket) -> None:
+    """Run the page with uvicorn on `sock` (from listen_socket) until interrupted."""
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    host = sock.getsockname()[0]
+    if host not in ("127.0.0.1", "::1"):
         log.warning("serving search on %s: reachable from other machines", host)
-    uvicorn.run(create_app(searcher), host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(create_app(searcher), log_level="warning")).run(sockets=[sock])

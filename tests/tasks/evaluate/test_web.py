@@ -72,3 +72,33 @@ def test_mast_link_falls_back_to_the_program_page(indexed_searcher):
     from dataclasses import replace
 
     assert mast_url(replace(hit, obs_id="")) == f"https://www.stsci.edu/hst-program-info/program/?program={hit.proposal_id}"
+
+
+def test_the_page_is_served_on_the_listen_socket_and_a_taken_port_is_an_input_error(indexed_searcher):
+    import threading
+    import time
+    import urllib.request
+
+    import uvicorn
+
+    from schemas.errors import InputError
+    from tasks.evaluate.web import listen_socket
+
+    sock = listen_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(indexed_searcher), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.status == 200 and b"<form" in response.read()
+        with pytest.raises(InputError, match=rf"cannot serve the search page on 127.0.0.1:{port}: Address already in use"):
+            listen_socket("127.0.0.1", port)  # was: the URL printed, then uvicorn's [Errno 98] log line
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    with pytest.raises(InputError, match="cannot serve the search page on no-such-host.invalid:8000"):
+        listen_socket("no-such-host.invalid", 8000)
