@@ -58,6 +58,9 @@ def resolve_config(params: TrainParams) -> TrainConfig:
     head = pick("head", "none")
     # The paper's frozen-head variant: asking for a head alone means "freeze both towers under it".
     freeze = params.freeze if params.freeze is not None else ("both" if head == "mlp" else preset.get("freeze", "none"))
+    if params.from_scratch and params.pretrained:
+        raise InputError(f"from_scratch (--from-scratch) and pretrained={params.pretrained!r} (--pretrained) "
+                         "contradict each other: give one")
     pretrained = "" if params.from_scratch else (pick("pretrained", "") or "")
     if freeze == "both" and head == "none":
         raise InputError("freeze='both' leaves nothing to train: add head='mlp' (the paper's frozen-head variant)")

@@ -36,6 +36,7 @@ def test_a_head_alone_means_the_frozen_head_variant():
     (dict(preset="paper", freeze="both"), "nothing to train"),
     (dict(preset="tiny", freeze="image"), "random weights"),
     (dict(preset="paper", cuda_graphs=True, compile_mode="reduce-overhead"), "pick one"),
+    (dict(preset="paper", from_scratch=True, pretrained="openai"), "contradict each other"),
 ])
 def test_incoherent_options_are_input_errors(params, words):
     with pytest.raises(InputError, match=words):
