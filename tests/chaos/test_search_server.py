@@ -102,7 +102,7 @@ def test_queries_are_bounded_and_hostile_text_stays_text(served, chaos_figures):
 def test_it_listens_on_this_machine_only_by_default():
     from tasks.evaluate import web
 
-    assert inspect.signature(web.serve).parameters["host"].default == "127.0.0.1"
+    assert inspect.signature(web.listen_socket).parameters["host"].default == "127.0.0.1"  # binds for serve()
     from flows.commands import evaluate as commands
 
     source = inspect.getsource(commands)
