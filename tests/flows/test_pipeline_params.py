@@ -133,6 +133,50 @@ def test_a_params_file_that_is_not_a_json_object_is_named(tmp_path, capsys):
         assert f"--params {path} {problem}" in err and len(err.splitlines()) == 1, err
 
 
+def test_a_failed_flow_prints_no_traceback_on_the_console_but_the_api_handler_gets_it():
+    import logging
+    import sys
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from flows.cli import _ConsoleWithoutTraceback, quiet_flow_tracebacks
+
+    quiet_flow_tracebacks()
+    [console] = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    try:
+        assert isinstance(console.formatter, _ConsoleWithoutTraceback) and quiet_flow_tracebacks() == 0
+        try:
+            raise ValueError("boom")
+        except ValueError as err:
+            record = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1,
+                                       "Encountered exception during execution: %r", (err,), sys.exc_info())
+        record.flow_run_name, record.flow_run_id = "tested-run", "0"  # what Prefect's run logger adds
+        assert "Traceback" in logging.Formatter().format(record)  # as the API handler formats it, first
+        shown = console.format(record)
+        assert "Encountered exception during execution: ValueError('boom')" in shown and "Traceback" not in shown
+        assert "Traceback" in logging.Formatter().format(record)  # the record is left as it was
+    finally:
+        console.setFormatter(console.formatter.inner)
+
+
+def test_the_pipeline_command_fails_in_a_few_lines_ending_with_the_reason(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "ingest-watermark.json").write_text("[1,")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "pipeline", "--data", str(tmp_path), "--until", "ingest",
+                           "--mast-url", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"})
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and len(lines) < 30, done.stderr  # was 159 lines, three tracebacks
+    assert any(line.startswith("hubbleclip: error: watermark ") and line.endswith("or run ingest --rebuild")
+               for line in lines), done.stderr
+    assert any("Encountered exception during execution: InputError(" in line for line in lines), done.stderr
+
+
 def test_one_line_joins_every_line_of_a_message():
     from flows.cli import one_line
 
