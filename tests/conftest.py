@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # Prefect keeps results and cache records under PREFECT_HOME: isolate them per session so a cache
 # hit can never leak from an earlier run (prefect-notes.md 5.3).
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="hubbleclip-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)  # results of every run
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
