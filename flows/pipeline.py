@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
@@ -37,7 +39,7 @@ from flows.versions import (
     resolve_data_root,
     start_version,
 )
-from schemas.errors import missing_extra
+from schemas.errors import InputError, missing_extra
 from schemas.pipeline import PipelineParams, PipelineResult, RebuildParams, RefreshParams, StatusParams
 from schemas.stage import StageResult
 from schemas.train import TrainParams
@@ -54,6 +56,9 @@ def _with_root(params: BaseModel, root: str, **changes: Any) -> Any:
     return type(params).model_validate({**params.model_dump(), "data": root, **changes})
 
 
+DASK_SCHEDULER_PORT = 8786  # Dask's default, for an address given without one
+
+
 @contextlib.contextmanager
 def _dask(params: PipelineParams) -> Iterator[str]:
     """The Dask scheduler address the scale-out stages use ('' = Prefect's thread pool)."""
@@ -61,6 +66,7 @@ def _dask(params: PipelineParams) -> Iterator[str]:
         yield ""
         return
     if params.dask_address:
+        check_scheduler_reachable(params.dask_address)
         yield params.dask_address
         return
     try:
@@ -74,6 +80,23 @@ def _dask(params: PipelineParams) -> Iterator[str]:
     with LocalCluster(n_workers=params.dask_workers, threads_per_worker=1, processes=True,
                       dashboard_address=None, memory_limit=0) as cluster:
         yield cluster.scheduler_address
+
+
+def check_scheduler_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """InputError naming the address unless a TCP connection to it opens: otherwise the first
+    scale-out stage finds out only after Dask's own connect timeouts and retries."""
+    parsed = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port or DASK_SCHEDULER_PORT
+    except ValueError as err:  # a port that is not a number
+        raise InputError(f"dask_address (--dask) {address!r} is not host:port: {err}") from None
+    if not host:
+        raise InputError(f"dask_address (--dask) {address!r} names no host")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise InputError(f"no Dask scheduler answers at {address} (dask_address, --dask): "
+                         f"{err.strerror or err}; start it, or give 'local' for a cluster on this machine") from None
 
 
 class _StageRunner:

@@ -211,3 +211,23 @@ def test_a_process_loads_its_backend_once_for_all_its_batches(tmp_path, monkeypa
     finally:
         stage.release_backends()
     assert len(closed) == 2
+
+
+def test_a_dask_address_nobody_answers_at_is_an_error_naming_it_before_any_stage():
+    import socket
+
+    from flows.pipeline import check_scheduler_reachable
+    from schemas.errors import InputError
+
+    with socket.socket() as listener:  # a scheduler's port, as far as a TCP connect can tell
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        check_scheduler_reachable(f"tcp://127.0.0.1:{port}")
+        check_scheduler_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(InputError, match=rf"no Dask scheduler answers at 127.0.0.1:{port} \(dask_address, --dask\)"):
+        check_scheduler_reachable(f"127.0.0.1:{port}")  # closed now (was: a minute of retries, 535 lines)
+    with pytest.raises(InputError, match="'nope:x' is not host:port"):
+        check_scheduler_reachable("nope:x")
+    with pytest.raises(InputError, match="no Dask scheduler answers at no-such-host.invalid:1"):
+        check_scheduler_reachable("no-such-host.invalid:1")
