@@ -224,6 +224,21 @@ class SummarizeParams(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0, description="vllm: GPU memory fraction")
     limit: int = Field(default=0, ge=0, description="summarize at most this many proposals (0 = all)")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _model_needs_an_llm(self) -> SummarizeParams:
+        # The extractive backend runs no model: a --model given with it is a forgotten --backend.
+        if self.backend == "extractive" and self.model:
+            raise ValueError(f"model {self.model!r} needs an LLM backend (transformers, vllm, openai); "
+                             "the extractive backend runs no model")
+        return self
+
     @property
     def limits(self) -> SummaryLimits:
         return SummaryLimits(max_items=self.max_items, max_words=self.max_words, max_word_chars=self.max_word_chars)

@@ -126,6 +126,17 @@ def test_params_have_a_data_root_and_validate_values():
         SummarizeParams(api_key="secret")
 
 
+def test_a_model_without_an_llm_backend_and_an_unknown_device_are_refused():
+    with pytest.raises(ValidationError, match="model 'gemma3-270m' needs an LLM backend"):
+        SummarizeParams(model="gemma3-270m")  # extractive: the forgotten --backend
+    assert SummarizeParams(backend="transformers", model="gemma3-270m").model == "gemma3-270m"
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert SummarizeParams(device=device).device == device
+    for device in ("tpu", "cuda:", "gpu0"):
+        with pytest.raises(ValidationError, match=f"device must be auto, cpu, mps, cuda or cuda:N, got '{device}'"):
+            SummarizeParams(device=device)
+
+
 def test_summary_record_arrow_schema_has_the_contract_columns():
     schema = arrow_schema_for(SummaryRecord)
     for name in ("proposal_id", "abstract_sha256", "objects_and_phenomena", "science_use_cases", "caption",
