@@ -136,7 +136,8 @@ def test_the_served_model_is_discovered_when_none_is_named(server):
     assert _backend(server).model_id == "served-8b-instruct"
 
 
-@pytest.mark.parametrize("server", [("honour", 0.05)], indirect=True)
+# Each answer takes 0.3 s: long enough that a loaded machine still starts the next request meanwhile.
+@pytest.mark.parametrize("server", [("honour", 0.3)], indirect=True)
 def test_requests_are_concurrent_but_bounded(server):
     backend = _backend(server, model="m", concurrency=3)
     outcomes = summarize_abstracts(backend, [f"abstract {i} about dark matter" for i in range(10)],
