@@ -183,8 +183,10 @@ def resolve_selection(ctx: IngestContext) -> Selection:
     start = since or 0.0
     selection = Selection(Window(start, until), complete=p.max_proposals is None,
                           full=start == 0.0 and p.until_mjd is None and p.max_proposals is None)
-    if selection.complete and start > 0:
-        read_watermark(ctx.layout)  # finish() continues it: a damaged one fails now, not after the work
+    if selection.complete and p.since_mjd:
+        # finish() continues the watermark from an explicit window: a damaged one fails now, not
+        # after the work (a window from the watermark has just read it).
+        read_watermark(ctx.layout)
     return selection
 
 
