@@ -174,18 +174,16 @@ def run_train(params: TrainParams, *, progress: ProgressFn | None = None) -> Sta
     inputs = {"dataset": data.digest, **({"pretrained_weights": weights} if weights is not None else {})}
     hashed = {**cfg.hashed_fields(), "dataset_version": data.version}
     finished = _finished_manifest(run_dir)
-    replacing = False
-    if finished is not None and finished.inputs == inputs and finished.config == hashed:
-        cached = _cached_result(run_dir, finished)
-        if cached is not None:
-            log.info("run %s already finished with this dataset and config: nothing to train", run)
-            return cached
-    elif finished is not None and not params.overwrite:
-        # Starting from step 0 here would delete its final model: only on an explicit request.
+    same_config = finished is not None and finished.inputs == inputs and finished.config == hashed
+    if same_config and (cached := _cached_result(run_dir, finished)) is not None:
+        log.info("run %s already finished with this dataset and config: nothing to train", run)
+        return cached
+    # A finished run of another config: its checkpoints are never resumed, and starting from step 0
+    # deletes its final model, so only on an explicit request.
+    replacing = finished is not None and not same_config
+    if replacing and not params.overwrite:
         raise InputError(f"run {run} under {run_dir} already finished with another config or dataset: choose "
                          "another run_name (--run-name), or set overwrite (--overwrite) to replace it")
-    else:
-        replacing = finished is not None  # overwrite: its checkpoints are another config's, never resumed
 
     # Before any model, process group or file: can the split serve the batch and crop at all?
     # (An hf-hub: model's crop is known once built: checked again below.)
